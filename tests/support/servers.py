@@ -1,0 +1,131 @@
+"""Start and stop real ``redis-server`` and RTSP server processes for tests."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import redis
+
+RTSP_SCRIPT = Path(__file__).with_name("rtsp_server.py")
+SYSTEM_PYTHON = "/usr/bin/python3"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class RedisServer:
+    process: subprocess.Popen
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(port=self.port, decode_responses=False)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=10)
+
+
+def start_redis(workdir: Path, extra: tuple[str, ...] = ()) -> RedisServer:
+    """Start redis-server on a free loopback port; return once it answers PING."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
+    port = free_port()
+    workdir.mkdir(parents=True, exist_ok=True)
+    process = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", str(workdir), *extra],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    client = redis.Redis(port=port)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                raise RuntimeError(f"redis-server did not start on port {port}") from None
+            time.sleep(0.02)  # polling a starting server, not synchronising a test
+    return RedisServer(process, port)
+
+
+@dataclass
+class RtspServer:
+    process: subprocess.Popen
+    port: int
+
+    def url(self, mount: str) -> str:
+        return f"rtsp://127.0.0.1:{self.port}/{mount}"
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+
+
+def start_rtsp(mounts: dict[str, Path], user: str = "", password: str = "") -> RtspServer:
+    """Start the GStreamer RTSP server; return once it printed its port."""
+    cmd = [SYSTEM_PYTHON, str(RTSP_SCRIPT)]
+    for name, path in mounts.items():
+        cmd += ["--mount", f"{name}={path}"]
+    if user:
+        cmd += ["--user", user, "--password", password]
+    process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = process.stdout.readline().strip() if process.stdout else ""
+    if not line.startswith("READY "):
+        process.kill()
+        err = process.stderr.read() if process.stderr else ""
+        raise RuntimeError(f"RTSP server failed to start: {line} {err[-500:]}")
+    return RtspServer(process, int(line.split()[1]))
+
+
+def looped_copy(source: Path, target: Path, loops: int) -> Path:
+    """Remux ``source`` ``loops`` times into one longer MP4 (no re-encoding).
+
+    A camera never ends; a test clip does. Copying packets with shifted timestamps
+    gives a long stream at the cost of a file copy.
+    """
+    if target.is_file():
+        return target
+    tmp = target.with_suffix(".tmp.mp4")
+    with av.open(str(source)) as src, av.open(str(tmp), "w") as dst:
+        in_stream = src.streams.video[0]
+        out_stream = dst.add_stream_from_template(in_stream)
+        duration = None
+        offset = 0
+        for _ in range(loops):
+            src.seek(0)
+            last = 0
+            for packet in src.demux(in_stream):
+                if packet.dts is None:
+                    continue
+                step = packet.duration or 0
+                last = max(last, packet.pts + step if packet.pts is not None else 0, packet.dts + step)
+                packet.dts += offset
+                if packet.pts is not None:
+                    packet.pts += offset
+                packet.stream = out_stream
+                dst.mux(packet)
+            duration = last
+            offset += duration
+    tmp.replace(target)
+    return target
+
+
+__all__ = ["RedisServer", "RtspServer", "free_port", "looped_copy", "start_redis", "start_rtsp"]

