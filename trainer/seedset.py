@@ -34,10 +34,10 @@ from trainer.degrade import DEGRADATIONS, LEVELS, degrade
 from trainer.media import ARCHIVES, MEDIA, MediaFile, gather_media
 from trainer.videos import sampled_frames
 
-SEED_VERSION = 1
+SEED_VERSION = 4
 MIN_SCORE = 0.8
 MIN_FACE_PX = 24
-DEGRADED_PER_IDENTITY = 12
+DEGRADED_PER_IDENTITY = {"train": 14, "heldout": 12}  # crops picked per identity
 
 
 @dataclass
@@ -128,22 +128,35 @@ def build_seed_set(cache: Path | None = None, force: bool = False, progress: boo
     return target
 
 
-def _degrade_all(work: Path, rows: list[CropRow], progress: bool) -> list[CropRow]:
-    from tqdm import tqdm
+def _degrade_plan(rows: list[CropRow]) -> list[tuple[CropRow, tuple[str, ...]]]:
+    """Which crops are degraded, and with which kinds (every kind at every level).
 
+    Training identities stay mostly clean, as real data is: each picked crop gets one
+    kind (round-robin), so degraded copies do not dominate an identity's Pos-Sim.
+    Held-out crops get every kind, for measuring how scores fall with each degradation.
+    """
     by_identity: dict[tuple[str, str], list[CropRow]] = defaultdict(list)
     for row in rows:
         by_identity[(row.split, row.identity)].append(row)
-    chosen: list[CropRow] = []
-    for (_, identity), members in sorted(by_identity.items()):
+    kinds = tuple(DEGRADATIONS)
+    plan: list[tuple[CropRow, tuple[str, ...]]] = []
+    for (split, identity), members in sorted(by_identity.items()):
         if identity.startswith("single_"):
             continue  # singletons stay one-image identities: negatives only
-        picks = np.linspace(0, len(members) - 1, min(DEGRADED_PER_IDENTITY, len(members))).round().astype(int)
-        chosen.extend(members[i] for i in sorted(set(picks.tolist())))
+        count = DEGRADED_PER_IDENTITY[split]
+        picks = np.linspace(0, len(members) - 1, min(count, len(members))).round().astype(int)
+        for n, index in enumerate(sorted(set(picks.tolist()))):
+            plan.append((members[index], kinds if split == "heldout" else (kinds[n % len(kinds)],)))
+    return plan
+
+
+def _degrade_all(work: Path, rows: list[CropRow], progress: bool) -> list[CropRow]:
+    from tqdm import tqdm
+
     made: list[CropRow] = []
-    for row in tqdm(chosen, desc="seed set: degrade", unit="crop", disable=not progress):
+    for row, kinds in tqdm(_degrade_plan(rows), desc="seed set: degrade", unit="crop", disable=not progress):
         crop = cv2.imread(str(work / row.path))
-        for kind in DEGRADATIONS:
+        for kind in kinds:
             for level in LEVELS:
                 seed = zlib.crc32(f"{row.path}|{kind}|{level}".encode())
                 rel = Path(row.path).with_name(f"{Path(row.path).stem}__{kind}{level}.png")

@@ -11,6 +11,7 @@ camera. Files are served as they are (no re-encoding: 1-2% CPU per stream).
 """
 
 import argparse
+import contextlib
 import sys
 
 import gi
@@ -61,10 +62,8 @@ def main() -> int:
         print("ERROR cannot bind", flush=True)
         return 1
     print(f"READY {server.get_bound_port()}", flush=True)
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         GLib.MainLoop().run()
-    except KeyboardInterrupt:
-        pass
     return 0
 
 
