@@ -112,3 +112,76 @@ def convert_to_fp32(source: Path, target: Path, spatial: bool) -> Path:
     onnx.save(model, str(tmp))
     tmp.replace(target)
     return target
+
+
+def to_float16_compute(model: onnx.ModelProto) -> onnx.ModelProto:
+    """An FP16 copy of an fp32 graph with fp32 inputs and outputs kept.
+
+    Float initializers and constants become float16; a Cast after each float input and
+    before each float output keeps the interface unchanged. TensorRT 11 builds strongly
+    typed networks only, so this is how it gets FP16 precision (NOTES: no FP16 flag).
+    """
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    graph = model.graph
+    float_ = onnx.TensorProto.FLOAT
+    half = onnx.TensorProto.FLOAT16
+    for init in graph.initializer:
+        if init.data_type == float_:
+            init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init).astype(np.float16), init.name))
+    for node in graph.node:
+        if node.op_type == "Constant":
+            for attr in node.attribute:
+                if attr.name == "value" and attr.t.data_type == float_:
+                    attr.t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(attr.t).astype(np.float16)))
+        for attr in node.attribute:
+            if node.op_type == "Cast" and attr.name == "to" and attr.i == float_:
+                attr.i = half
+    renames: dict[str, str] = {}
+    casts_in = []
+    for value in graph.input:
+        if value.type.tensor_type.elem_type == float_:
+            renames[value.name] = f"{value.name}_fp16"
+            casts_in.append(onnx.helper.make_node("Cast", [value.name], [renames[value.name]], to=half))
+    for node in graph.node:
+        for i, name in enumerate(node.input):
+            if name in renames:
+                node.input[i] = renames[name]
+    casts_out = []
+    for value in graph.output:
+        if value.type.tensor_type.elem_type == float_:
+            inner = f"{value.name}_fp16"
+            for node in graph.node:
+                for i, name in enumerate(node.output):
+                    if name == value.name:
+                        node.output[i] = inner
+            casts_out.append(onnx.helper.make_node("Cast", [inner], [value.name], to=float_))
+    nodes = casts_in + list(graph.node) + casts_out
+    del graph.node[:]
+    graph.node.extend(nodes)
+    del graph.value_info[:]
+    return model
+
+
+def compress_weights_fp16(model: onnx.ModelProto, min_elements: int = 1024) -> onnx.ModelProto:
+    """Store large float weights as float16 followed by a Cast back to float32.
+
+    Halves the file (for shipping in git) while the graph still computes in fp32; ONNX
+    Runtime folds the casts when it loads the model.
+    """
+    graph = model.graph
+    casts = []
+    kept = []
+    for init in graph.initializer:
+        array = numpy_helper.to_array(init)
+        if init.data_type == onnx.TensorProto.FLOAT and array.size >= min_elements:
+            stored = f"{init.name}__fp16"
+            kept.append(numpy_helper.from_array(array.astype(np.float16), stored))
+            casts.append(onnx.helper.make_node("Cast", [stored], [init.name], to=onnx.TensorProto.FLOAT))
+        else:
+            kept.append(init)
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    nodes = casts + list(graph.node)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return model

@@ -52,10 +52,59 @@ def build_parser() -> argparse.ArgumentParser:
     samples.add_argument("--quiet", action="store_true", help="no progress bars, one-line summary")
     samples.set_defaults(func=_cmd_samples)
 
-    from trainer import labels_cli
+    from trainer import labels_cli, model_cli
 
     labels_cli.add_parser(sub)
+    model_cli.add_parsers(sub)
+
+    rebuild = sub.add_parser(
+        "rebuild",
+        help="embeddings → labels → fit → export → build → evaluate → new model version",
+        description="One resumable command from an identity-folder dataset to a new versioned quality "
+        "model under engines/models/. It becomes current only if it beats the current model on the "
+        "same held-out pairs (or with --force).",
+    )
+    rebuild.add_argument("--data", type=Path, default=None,
+                         help="training identity folders, or a folder with train/ and heldout/ "
+                         "(default: the seed set)")
+    rebuild.add_argument("--heldout", type=Path, default=None, help="held-out identity folders of aligned crops")
+    rebuild.add_argument("--epochs", type=int, default=None, help="default: the reference 20")
+    rebuild.add_argument("--lr", type=float, default=None, help="default: the reference 1e-4")
+    rebuild.add_argument("--lr-milestones", default=None, help="default: the reference 5,10")
+    rebuild.add_argument("--force", action="store_true", help="make the new model current regardless")
+    rebuild.add_argument("--quiet", action="store_true")
+    rebuild.set_defaults(func=_cmd_rebuild)
     return parser
+
+
+def _cmd_rebuild(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from engines.errors import DatasetError
+    from trainer.rebuild import rebuild
+    from trainer.sddfiqa import RegressorParams
+    from trainer.seedset import build_seed_set
+
+    data = args.data or build_seed_set(progress=not args.quiet)
+    train, heldout = data, args.heldout
+    if (data / "train").is_dir() and heldout is None:
+        train, heldout = data / "train", data / "heldout"
+    if heldout is None or not heldout.is_dir():
+        raise DatasetError("rebuild needs held-out identities: --heldout DIR, or --data with train/ and heldout/")
+    fit_params = RegressorParams()
+    if args.epochs:
+        fit_params = replace(fit_params, epochs=args.epochs)
+    if args.lr:
+        fit_params = replace(fit_params, learning_rate=args.lr)
+    if args.lr_milestones:
+        fit_params = replace(fit_params, lr_milestones=tuple(int(x) for x in args.lr_milestones.split(",")))
+    result = rebuild(train, heldout, fit_params=fit_params, force=args.force, progress=not args.quiet)
+    print(f"rebuild: {result.version_dir.name}: score {result.score:.4f} (mean pAUC u<=0.3 at FMR 1e-3; "
+          f"lower is better)" + (f", current {result.current_score:.4f}" if result.current_score is not None else ""))
+    print("  became current" if result.became_current else "  kept the current model (use --force to switch)")
+    if result.build_note:
+        print(f"  TensorRT: {result.build_note}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

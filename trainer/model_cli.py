@@ -1,0 +1,153 @@
+"""``trainer fit | export | build | evaluate | score``: the model half of the pipeline."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from engines.errors import DatasetError, FacegateError
+from trainer.sddfiqa import RegressorParams
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    ref = RegressorParams()
+    fit = sub.add_parser("fit", help="train the quality regressor on pseudo-labels",
+                         description="SDD-FIQA regressor: SFace-initialised MobileFaceNet, Huber loss, Adam, "
+                         "step schedule, horizontal flip; checkpoints every epoch.")
+    fit.add_argument("--labels", type=Path, required=True, help="labels.csv from `trainer labels`")
+    fit.add_argument("--out", type=Path, required=True, help="run folder (checkpoints, curves)")
+    fit.add_argument("--epochs", type=int, default=ref.epochs)
+    fit.add_argument("--lr", type=float, default=ref.learning_rate)
+    fit.add_argument("--lr-milestones", default=",".join(map(str, ref.lr_milestones)),
+                     help="epochs at which the learning rate is multiplied by 0.1")
+    fit.add_argument("--weight-decay", type=float, default=ref.weight_decay)
+    fit.add_argument("--dropout", type=float, default=ref.dropout)
+    fit.add_argument("--no-flip", action="store_true", help="no random horizontal flip")
+    fit.add_argument("--batch-size", type=int, default=32)
+    fit.add_argument("--seed", type=int, default=0)
+    fit.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda")
+    fit.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.pt")
+    fit.add_argument("--quiet", action="store_true")
+    fit.set_defaults(func=run_fit)
+
+    export = sub.add_parser("export", help="checkpoint → ONNX model folder with manifest")
+    export.add_argument("--checkpoint", type=Path, required=True)
+    export.add_argument("--out", type=Path, required=True, help="model folder to write")
+    export.add_argument("--name", default="sddfiqa-mfn")
+    export.add_argument("--version", required=True)
+    export.set_defaults(func=run_export)
+
+    build = sub.add_parser("build", help="TensorRT engine for a model folder (needs TensorRT and a GPU)")
+    build.add_argument("--model", default=None, help="model folder or name (default: current quality model)")
+    build.add_argument("--precision", choices=("fp16", "fp32"), default="fp16")
+    build.add_argument("--max-batch", type=int, default=64)
+    build.set_defaults(func=run_build)
+
+    evaluate = sub.add_parser("evaluate", help="error-versus-reject evaluation against baselines")
+    evaluate.add_argument("--model", default=None, help="model folder or name (default: current)")
+    evaluate.add_argument("--data", type=Path, default=None, help="held-out aligned crops (default: seed set)")
+    evaluate.add_argument("--recognizers", default="sface,dlib-resnet")
+    evaluate.add_argument("--out", type=Path, required=True, help="report JSON (a PNG is written beside it)")
+    evaluate.set_defaults(func=run_evaluate)
+
+    score = sub.add_parser("score", help="detect, align and score every face in images or videos")
+    score.add_argument("paths", nargs="+", type=Path)
+    score.add_argument("--json", action="store_true", help="one JSON object per face and line")
+    score.add_argument("--model", default=None)
+    score.add_argument("--every", type=int, default=25, help="videos: score every n-th frame")
+    score.set_defaults(func=run_score)
+
+
+def run_fit(args: argparse.Namespace) -> int:
+    from trainer.fit import FitOptions, fit
+
+    params = replace(RegressorParams(), epochs=args.epochs, learning_rate=args.lr, weight_decay=args.weight_decay,
+                     dropout=args.dropout, horizontal_flip=not args.no_flip,
+                     lr_milestones=tuple(int(x) for x in args.lr_milestones.split(",") if x))
+    options = FitOptions(batch_size=args.batch_size, seed=args.seed, device=args.device)
+    last = fit(args.labels, args.out, params, options, resume=args.resume, progress=not args.quiet)
+    print(f"fit: checkpoint {last}; curves {args.out / 'training_curves.png'}")
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from trainer.export import export_onnx
+
+    manifest = export_onnx(args.checkpoint, args.out, args.name, args.version)
+    print(f"export: {args.out / 'model.onnx'} ({manifest.tag}, sha256 {manifest.sha256[:12]}…)")
+    return 0
+
+
+def run_build(args: argparse.Namespace) -> int:
+    from trainer.build import build_model
+
+    try:
+        plan = build_model(args.model, args.precision, args.max_batch)
+    except FacegateError as exc:
+        print(f"trainer build: {exc}; the ONNX model stays usable on ONNX Runtime", file=sys.stderr)
+        return 3
+    print(f"build: {plan.path} (TensorRT {plan.tensorrt_version}, {plan.gpu}, sm {plan.compute_capability})")
+    return 0
+
+
+def _default_heldout() -> Path:
+    from trainer.seedset import build_seed_set
+
+    return build_seed_set(progress=False) / "heldout"
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from trainer.evaluate import evaluate, summary_table
+
+    report = evaluate(args.data or _default_heldout(), args.out, args.model,
+                      tuple(r for r in args.recognizers.split(",") if r))
+    print(summary_table(report))
+    print(f"degradation response (Spearman, strength vs score): {report['degradation_response']}")
+    print(f"report: {args.out}  plot: {args.out.with_suffix('.png')}")
+    return 0
+
+
+def run_score(args: argparse.Namespace) -> int:
+    from engines.alignment import align_faces
+    from engines.detector import Detector
+    from engines.errors import ImageReadError
+    from engines.imageio import IMAGE_SUFFIXES, read_image
+    from engines.quality import QualityScorer
+    from trainer.videos import VIDEO_SUFFIXES, sampled_frames
+
+    detector, scorer = Detector(max_side=1280), QualityScorer(args.model)
+    failures = 0
+    for path in args.paths:
+        try:
+            if path.suffix.lower() in VIDEO_SUFFIXES:
+                frames = list(sampled_frames(path, args.every))
+            elif path.suffix.lower() in IMAGE_SUFFIXES or path.is_file():
+                frames = [(None, read_image(path))]
+            else:
+                raise DatasetError(f"{path} does not exist")
+        except (ImageReadError, DatasetError) as exc:
+            failures += 1
+            print(json.dumps({"path": str(path), "error": str(exc)}) if args.json else f"{path}: {exc}",
+                  file=sys.stdout if args.json else sys.stderr)
+            continue
+        for frame_index, image in frames:
+            faces = detector.detect(image)
+            scores = scorer.score(align_faces(image, faces.landmarks_px)) if len(faces) else np.zeros(0)
+            if not len(faces) and not args.json:
+                print(f"{path}{'' if frame_index is None else f'#{frame_index}'}: no face")
+            for i in range(len(faces)):
+                record = {"path": str(path), "frame": frame_index,
+                          "bbox": [round(float(v), 1) for v in faces.boxes_px[i]],
+                          "det_score": round(float(faces.scores[i]), 4), "quality": round(float(scores[i]), 2),
+                          "model": scorer.manifest.tag}
+                if args.json:
+                    print(json.dumps(record))
+                else:
+                    where = "" if frame_index is None else f"#{frame_index}"
+                    print(f"{path}{where}: face {i} at {record['bbox']} quality {record['quality']:.1f}")
+    return 1 if failures and failures == len(args.paths) else 0
