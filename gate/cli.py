@@ -1,28 +1,185 @@
-"""``gate``: the streaming process and its camera management commands.
-
-The streaming subcommands (run, demo, attach, detach, cameras, events) land with the
-gate issue; until then this entry point only describes itself.
-"""
+"""``gate``: run the streaming gate, manage cameras at runtime, read events, or run the demo."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import logging
+import signal
 import sys
+import threading
+import time
+from pathlib import Path
+
+import redis
+
+from engines.errors import FacegateError
+from gate.config import REDIS_URL_ENV, ConfigError, load_config
+from gate.redact import redact_text, redact_url
+
+
+def _redis_url(args: argparse.Namespace, config=None) -> str:
+    import os
+
+    url = args.redis or os.environ.get(REDIS_URL_ENV) or (config.redis.url if config else None)
+    if not url:
+        raise ConfigError(f"no Redis: pass --redis URL or set {REDIS_URL_ENV}")
+    return url
+
+
+def _client(args: argparse.Namespace):
+    from gate.bus import connect
+
+    return connect(_redis_url(args))
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from gate.runner import Gate
+
+    config = load_config(args.config)
+    gate = Gate(config, _redis_url(args, config))
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    print(f"gate {gate.worker_id}: model {gate.model_tag} on {gate.scorer.backend_name}; "
+          f"redis {redact_url(_redis_url(args, config))}, prefix {config.redis.prefix!r}", flush=True)
+    gate.run(stop)
+    return 0
+
+
+def cmd_attach(args: argparse.Namespace) -> int:
+    from gate.registry import CameraRegistry, RegistryError
+    from gate.schema import Keys
+
+    registry = CameraRegistry(_client(args), Keys(args.prefix))
+    try:
+        camera = registry.attach(args.name, args.url, args.transport)
+    except RegistryError as exc:
+        raise ConfigError(str(exc)) from None
+    print(f"attached {camera.name}: {redact_url(camera.url)}")
+    return 0
+
+
+def cmd_detach(args: argparse.Namespace) -> int:
+    from gate.registry import CameraRegistry
+    from gate.schema import Keys
+
+    removed = CameraRegistry(_client(args), Keys(args.prefix)).detach(args.name)
+    print(f"detached {args.name}" if removed else f"{args.name} was not registered")
+    return 0 if removed else 1
+
+
+def cmd_cameras(args: argparse.Namespace) -> int:
+    from gate.registry import CameraRegistry
+    from gate.schema import Keys
+
+    client = _client(args)
+    keys = Keys(args.prefix)
+    cameras = CameraRegistry(client, keys).cameras()
+    states = {k.decode(): json.loads(v) for k, v in client.hgetall(f"{keys.prefix}camera_state").items()}
+    rows = []
+    for name in sorted(set(cameras) | set(states)):
+        state = states.get(name, {})
+        stale = state and time.time() - state.get("ts", 0) > 10
+        rows.append({"name": name, "url": redact_url(cameras[name].url) if name in cameras else "(config)",
+                     "state": ("stale: " if stale else "") + state.get("state", "not running"),
+                     "fps": state.get("fps", 0.0), "last_error": redact_text(state.get("last_error", ""))})
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    print(f"{'camera':<16} {'state':<14} {'fps':>5}  {'url':<40} last error")
+    for row in rows:
+        print(f"{row['name']:<16} {row['state']:<14} {row['fps']:>5.1f}  {row['url']:<40} {row['last_error']}")
+    return 0
+
+
+def cmd_events(args: argparse.Namespace) -> int:
+    from gate.client import EventSubscriber
+
+    out = Path(args.save) if args.save else None
+    if out:
+        out.mkdir(parents=True, exist_ok=True)
+    seen = 0
+    deadline = time.monotonic() + args.timeout if args.timeout else None
+    with EventSubscriber(_redis_url(args), args.group, args.consumer, args.prefix) as sub:
+        while (args.count is None or seen < args.count) and (deadline is None or time.monotonic() < deadline):
+            batch = sub.claim_stale(args.claim_idle_ms) + sub.read(count=10, block_ms=1000)
+            for entry_id, event in batch:
+                print(f"{event.type:<6} {event.camera}/{event.track} q={event.quality:5.1f} "
+                      f"id={event.event_id[:8]} seq={event.seq} bbox={[round(v) for v in event.bbox]}", flush=True)
+                if out and event.face_jpeg:
+                    (out / f"{event.camera}_{event.event_id[:8]}_{event.seq}_{event.type}.jpg").write_bytes(
+                        event.face_jpeg)
+                sub.ack(entry_id)
+                seen += 1
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from gate.demo import run_demo
+
+    return run_demo(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    return argparse.ArgumentParser(
-        prog="gate",
-        description="facegate streaming gate. Not built yet: the subcommands run, demo, attach, "
-        "detach, cameras and events arrive with the gate (see README).",
-    )
+    parser = argparse.ArgumentParser(
+        prog="gate", description="facegate streaming gate: cameras → faces → tracks → best frame per track → "
+        f"Redis Streams. Redis comes from --redis URL or ${REDIS_URL_ENV}.")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--redis", default=None, help=f"redis:// or rediss:// URL (default ${REDIS_URL_ENV})")
+    common.add_argument("--prefix", default="facegate:", help="key prefix")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", parents=[common], help="run the gate (cameras from config and registry)")
+    run.add_argument("--config", type=Path, default=None, help="YAML config (see configs/gate.yaml)")
+    run.set_defaults(func=cmd_run)
+
+    demo = sub.add_parser("demo", parents=[common], help="the whole pipeline on the sample videos")
+    demo.add_argument("--out", type=Path, default=Path("demo-out"), help="folder for best faces")
+    demo.add_argument("--timeout", type=float, default=120.0, help="stop after this many seconds")
+    demo.add_argument("--model", default=None, help="quality model folder or name (default: current)")
+    demo.set_defaults(func=cmd_demo)
+
+    attach = sub.add_parser("attach", parents=[common], help="register a camera; running gates start it")
+    attach.add_argument("name")
+    attach.add_argument("url")
+    attach.add_argument("--transport", choices=("tcp", "udp"), default="tcp")
+    attach.set_defaults(func=cmd_attach)
+
+    detach = sub.add_parser("detach", parents=[common], help="unregister a camera; running gates stop it")
+    detach.add_argument("name")
+    detach.set_defaults(func=cmd_detach)
+
+    cameras = sub.add_parser("cameras", parents=[common], help="registered cameras, state, fps, last error")
+    cameras.add_argument("--json", action="store_true")
+    cameras.set_defaults(func=cmd_cameras)
+
+    events = sub.add_parser("events", parents=[common], help="print events with a consumer group")
+    events.add_argument("--group", default="gate-events")
+    events.add_argument("--consumer", default="cli")
+    events.add_argument("--save", default=None, help="save face JPEGs into this folder")
+    events.add_argument("--count", type=int, default=None, help="stop after this many events")
+    events.add_argument("--timeout", type=float, default=None, help="stop after this many seconds")
+    events.add_argument("--claim-idle-ms", type=int, default=30_000, help="take over entries idle this long")
+    events.set_defaults(func=cmd_events)
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    parser.parse_args(argv)
-    parser.print_help(sys.stderr)
-    return 2
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except (FacegateError, ConfigError) as exc:
+        print(f"gate {args.command}: error: {redact_text(exc)}", file=sys.stderr)
+        return 2
+    except redis.RedisError as exc:
+        print(f"gate {args.command}: Redis error: {redact_text(exc)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":

@@ -34,10 +34,10 @@ from trainer.degrade import DEGRADATIONS, LEVELS, degrade
 from trainer.media import ARCHIVES, MEDIA, MediaFile, gather_media
 from trainer.videos import sampled_frames
 
-SEED_VERSION = 4
+SEED_VERSION = 5
 MIN_SCORE = 0.8
 MIN_FACE_PX = 24
-DEGRADED_PER_IDENTITY = {"train": 14, "heldout": 12}  # crops picked per identity
+HELDOUT_DEGRADED_PER_IDENTITY = 12  # held-out crops degraded in every way, per identity
 
 
 @dataclass
@@ -128,25 +128,28 @@ def build_seed_set(cache: Path | None = None, force: bool = False, progress: boo
     return target
 
 
-def _degrade_plan(rows: list[CropRow]) -> list[tuple[CropRow, tuple[str, ...]]]:
-    """Which crops are degraded, and with which kinds (every kind at every level).
+def _degrade_plan(rows: list[CropRow]) -> list[tuple[CropRow, tuple[tuple[str, int], ...]]]:
+    """Which crops are degraded, and how (kind, level).
 
-    Training identities stay mostly clean, as real data is: each picked crop gets one
-    kind (round-robin), so degraded copies do not dominate an identity's Pos-Sim.
-    Held-out crops get every kind, for measuring how scores fall with each degradation.
+    Training identities stay at least half clean, as real data is: every original crop
+    gets one degraded copy, kinds and levels taken round-robin, so each identity holds
+    every kind at every strength without degraded copies dominating its Pos-Sim.
+    Held-out crops (a few per identity) get every kind at every level, for measuring
+    how scores fall with each degradation.
     """
     by_identity: dict[tuple[str, str], list[CropRow]] = defaultdict(list)
     for row in rows:
         by_identity[(row.split, row.identity)].append(row)
-    kinds = tuple(DEGRADATIONS)
-    plan: list[tuple[CropRow, tuple[str, ...]]] = []
+    combos = [(kind, level) for level in LEVELS for kind in DEGRADATIONS]
+    plan: list[tuple[CropRow, tuple[tuple[str, int], ...]]] = []
     for (split, identity), members in sorted(by_identity.items()):
         if identity.startswith("single_"):
             continue  # singletons stay one-image identities: negatives only
-        count = DEGRADED_PER_IDENTITY[split]
-        picks = np.linspace(0, len(members) - 1, min(count, len(members))).round().astype(int)
-        for n, index in enumerate(sorted(set(picks.tolist()))):
-            plan.append((members[index], kinds if split == "heldout" else (kinds[n % len(kinds)],)))
+        if split == "train":
+            plan.extend((row, (combos[n % len(combos)],)) for n, row in enumerate(members))
+            continue
+        picks = np.linspace(0, len(members) - 1, min(HELDOUT_DEGRADED_PER_IDENTITY, len(members)))
+        plan.extend((members[i], tuple(combos)) for i in sorted(set(picks.round().astype(int).tolist())))
     return plan
 
 
@@ -154,15 +157,14 @@ def _degrade_all(work: Path, rows: list[CropRow], progress: bool) -> list[CropRo
     from tqdm import tqdm
 
     made: list[CropRow] = []
-    for row, kinds in tqdm(_degrade_plan(rows), desc="seed set: degrade", unit="crop", disable=not progress):
+    for row, combos in tqdm(_degrade_plan(rows), desc="seed set: degrade", unit="crop", disable=not progress):
         crop = cv2.imread(str(work / row.path))
-        for kind in kinds:
-            for level in LEVELS:
-                seed = zlib.crc32(f"{row.path}|{kind}|{level}".encode())
-                rel = Path(row.path).with_name(f"{Path(row.path).stem}__{kind}{level}.png")
-                cv2.imwrite(str(work / rel), degrade(crop, kind, level, seed))
-                made.append(CropRow(str(rel), row.split, row.identity, row.media, row.frame, kind, level,
-                                    row.path, row.det_score, row.face_px))
+        for kind, level in combos:
+            seed = zlib.crc32(f"{row.path}|{kind}|{level}".encode())
+            rel = Path(row.path).with_name(f"{Path(row.path).stem}__{kind}{level}.png")
+            cv2.imwrite(str(work / rel), degrade(crop, kind, level, seed))
+            made.append(CropRow(str(rel), row.split, row.identity, row.media, row.frame, kind, level,
+                                row.path, row.det_score, row.face_px))
     return made
 
 

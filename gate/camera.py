@@ -1,0 +1,125 @@
+"""One camera's thread: decode → detect (at the configured rate) → track → submit crops.
+
+Only faces matched to a track in a detection frame, and passing the best-shot guards,
+are aligned and queued for scoring. When the camera goes offline or is stopped, its
+open tracks end (their ``end`` events carry the best frame so far).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import cv2
+
+from engines.alignment import align_face
+from engines.detector import Detector
+from gate.bestshot import BestShot, Sample
+from gate.bus import Bus
+from gate.config import CameraConfig, GateConfig
+from gate.redact import redact_url
+from gate.scoring import EndJob, ScoreJob, ScoringQueue
+from gate.source import CameraSource
+from gate.tracker import Tracker
+
+log = logging.getLogger(__name__)
+WORKING_MAX_SIDE = 1280  # frames are converted to BGR at most this large (faces are aligned from it)
+
+
+class CameraWorker:
+    """Runs one camera until stopped; never raises into the gate."""
+
+    def __init__(self, camera: CameraConfig, config: GateConfig, detector: Detector, scoring: ScoringQueue,
+                 bus: Bus, model_tag: str) -> None:
+        self.camera = camera
+        self.config = config
+        self.detector = detector
+        self.scoring = scoring
+        self.bus = bus
+        self.stop = threading.Event()
+        self.shot = BestShot(camera.name, config.bestshot, config.tracking.min_hits, model_tag, bus.publish_event)
+        self.tracker = Tracker(config.tracking.iou_threshold, config.tracking.max_unseen_s)
+        self.state, self.last_error = "starting", ""
+        self.frames = self.detections = self.submitted = 0
+        self.fps = 0.0
+        self.source: CameraSource | None = None
+        self._thread = threading.Thread(target=self._run, name=f"camera-{camera.name}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _on_state(self, state: str, reason: str) -> None:
+        if state != "online":
+            self._end_tracks()
+        if state != self.state or reason != self.last_error:
+            self.bus.publish_status("camera", self.camera.name, state, reason)
+        self.state, self.last_error = state, reason or self.last_error
+
+    def _end_tracks(self) -> None:
+        for track in self.tracker.end_all():
+            self.scoring.end_track(EndJob(self.shot, track.track_id, track.last_ts))
+
+    def _run(self) -> None:
+        try:
+            self._loop()
+        except Exception as exc:  # one broken camera never stops the others
+            log.exception("camera %s failed", self.camera.name)
+            self._on_state("error", f"{type(exc).__name__}: {exc}")
+        finally:
+            self._end_tracks()
+
+    def _loop(self) -> None:
+        source = CameraSource(self.camera.url, self.config.source, self.stop, self.camera.transport,
+                              WORKING_MAX_SIDE, self._on_state)
+        self.source = source
+        period = 1.0 / self.config.detection.fps
+        next_detection = 0.0
+        window_start, window_frames = time.monotonic(), 0
+        for frame in source.frames():
+            self.frames += 1
+            window_frames += 1
+            now = time.monotonic()
+            if now - window_start >= 2.0:
+                self.fps, window_start, window_frames = window_frames / (now - window_start), now, 0
+            if frame.ts < next_detection:
+                continue
+            next_detection = frame.ts + period
+            self._detect(frame)
+        log.info("camera %s stopped (%s)", self.camera.name, redact_url(self.camera.url))
+
+    def _detect(self, frame) -> None:
+        faces = self.detector.detect(frame.image)
+        self.detections += 1
+        in_source = faces.scaled(frame.scale)
+        update = self.tracker.update(in_source, frame.ts)
+        small = None
+        for track, det in update.matched:
+            bbox = in_source.boxes_px[det]
+            if not self.shot.eligible(bbox, frame.source_w, frame.source_h):
+                continue
+            if small is None:
+                side = self.config.bestshot.frame_jpeg_max_side
+                h, w = frame.image.shape[:2]
+                factor = min(1.0, side / max(h, w))
+                small = cv2.resize(frame.image, (round(w * factor), round(h * factor)), interpolation=cv2.INTER_AREA) \
+                    if factor < 1 else frame.image
+            sample = Sample(track.track_id, track.hits, frame.ts, track.first_ts,
+                            align_face(frame.image, faces.landmarks_px[det]), small, bbox.copy(),
+                            in_source.landmarks_px[det].copy(), float(faces.scores[det]),
+                            frame.source_w, frame.source_h)
+            self.scoring.submit(ScoreJob(self.shot, sample))
+            self.submitted += 1
+        for track in update.ended:
+            self.scoring.end_track(EndJob(self.shot, track.track_id, track.last_ts))
+
+    def request_stop(self) -> None:
+        self.stop.set()
+
+    def join(self, timeout: float = 10.0) -> bool:
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()

@@ -1,0 +1,148 @@
+"""The gate's configuration: one pydantic schema, loaded from YAML with line-precise errors."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from engines.errors import FacegateError
+
+REDIS_URL_ENV = "FACEGATE_REDIS_URL"
+CAMERA_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+class ConfigError(FacegateError):
+    """A configuration file is unreadable or invalid (the message names field and line)."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RedisConfig(_Section):
+    url: str | None = Field(default=None, description=f"redis:// or rediss:// URL; else ${REDIS_URL_ENV}")
+    prefix: str = Field(default="facegate:", description="key prefix, so deployments can share one Redis")
+    events_maxlen: int = Field(default=10_000, ge=100, description="approximate length cap of the event stream")
+    ssl_ca_certs: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+
+
+class CameraConfig(_Section):
+    name: str
+    url: str = Field(description="rtsp://, rtsps://, http(s):// or a file path")
+    transport: Literal["tcp", "udp"] = "tcp"
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not CAMERA_NAME.match(value):
+            raise ValueError("camera names use letters, digits, '_', '-', '.' (at most 64)")
+        return value
+
+
+class SourceConfig(_Section):
+    open_timeout_s: float = Field(default=10.0, gt=0)
+    read_timeout_s: float = Field(default=10.0, gt=0)
+    backoff_initial_s: float = Field(default=1.0, gt=0)
+    backoff_max_s: float = Field(default=30.0, gt=0)
+    watchdog_s: float = Field(default=15.0, gt=0, description="no frame for this long = offline")
+    hwaccel: Literal["auto", "cuda", "none"] = "auto"
+    loop_files: bool = Field(default=False, description="restart file sources at their end (demos)")
+    realtime_files: bool = Field(default=True, description="pace file sources at their frame rate")
+
+
+class DetectionConfig(_Section):
+    fps: float = Field(default=5.0, gt=0, description="detections per second per camera")
+    max_side: int = Field(default=640, ge=64, description="frames are detected at this longer side")
+    score_threshold: float = Field(default=0.6, ge=0, le=1)
+
+
+class TrackingConfig(_Section):
+    iou_threshold: float = Field(default=0.3, gt=0, lt=1)
+    min_hits: int = Field(default=2, ge=1, description="a track counts after this many matched detections")
+    max_unseen_s: float = Field(default=2.0, gt=0, description="a track ends after this long unmatched")
+
+
+class BestShotConfig(_Section):
+    min_face_px: float = Field(default=32.0, ge=0)
+    edge_margin_px: float = Field(default=2.0, ge=0)
+    update_margin: float = Field(default=5.0, ge=0, description="quality gain that triggers an update")
+    update_interval_s: float = Field(default=2.0, ge=0, description="at most one update per track this often")
+    face_jpeg_max_bytes: int = Field(default=64 * 1024, ge=1024)
+    frame_jpeg_max_bytes: int = Field(default=256 * 1024, ge=1024)
+    frame_jpeg_max_side: int = Field(default=640, ge=64)
+
+
+class QualityConfig(_Section):
+    model: str | None = Field(default=None, description="model folder or name; default: current")
+    backend: Literal["auto", "onnxruntime", "tensorrt"] = "auto"
+    batch_size: int = Field(default=32, ge=1)
+    queue_size: int = Field(default=256, ge=1, description="bounded: oldest work dropped beyond it")
+
+
+class GateConfig(_Section):
+    redis: RedisConfig = RedisConfig()
+    cameras: list[CameraConfig] = Field(default_factory=list)
+    source: SourceConfig = SourceConfig()
+    detection: DetectionConfig = DetectionConfig()
+    tracking: TrackingConfig = TrackingConfig()
+    bestshot: BestShotConfig = BestShotConfig()
+    quality: QualityConfig = QualityConfig()
+    metrics_port: int | None = Field(default=None, description="Prometheus endpoint port; none = off")
+
+    def redis_url(self, override: str | None = None) -> str | None:
+        return override or os.environ.get(REDIS_URL_ENV) or self.redis.url
+
+
+def _line_of(node: yaml.Node | None, loc: tuple) -> int | None:
+    """Line (1-based) of the YAML node at pydantic's error location."""
+    line = node.start_mark.line + 1 if node is not None else None
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            match = next((v for k, v in node.value if k.value == part), None)
+            if match is None:
+                key = next((k for k, _ in node.value if k.value == part), None)
+                return key.start_mark.line + 1 if key is not None else line
+            node = match
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+        else:
+            break
+        line = node.start_mark.line + 1
+    return line
+
+
+def load_config(path: Path | None) -> GateConfig:
+    """Read and validate a YAML config; ``None`` gives the defaults."""
+    if path is None:
+        return GateConfig()
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror or exc}") from None
+    try:
+        node = yaml.compose(text)
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    try:
+        return GateConfig.model_validate(data)
+    except ValidationError as exc:
+        messages = []
+        for error in exc.errors():
+            loc = tuple(error["loc"])
+            field = ".".join(str(p) for p in loc)
+            line = _line_of(node, loc)
+            kind = "unknown field" if error["type"] == "extra_forbidden" else error["msg"]
+            messages.append(f"{path} line {line}: {field}: {kind}")
+        raise ConfigError("; ".join(messages)) from None

@@ -1,0 +1,120 @@
+"""The gate process: one supervisor loop owns every camera's lifecycle.
+
+Cameras come from the config and the Redis registry; the loop wakes on control entries
+(``gate attach``/``detach``) or every second, starts what is new and stops what is gone,
+so attach/detach never race a start. Per-camera state is written to ``<prefix>camera_state``
+for ``gate cameras``. Stopping ends every open track (their ``end`` events), flushes the
+scorer and the event buffer, and reports on the status stream.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+
+import redis
+
+from engines.detector import Detector
+from engines.quality import QualityScorer
+from gate.bus import Bus, connect
+from gate.camera import CameraWorker
+from gate.config import CameraConfig, GateConfig
+from gate.redact import redact_text
+from gate.registry import CameraRegistry, describe
+from gate.schema import Keys
+from gate.scoring import ScoringQueue
+
+log = logging.getLogger(__name__)
+
+
+class Gate:
+    """Everything one ``gate run`` holds."""
+
+    def __init__(self, config: GateConfig, redis_url: str) -> None:
+        self.config = config
+        self.keys = Keys(config.redis.prefix)
+        self.client = connect(redis_url, config.redis.ssl_ca_certs, config.redis.ssl_certfile,
+                              config.redis.ssl_keyfile)
+        self.worker_id = f"{socket.gethostname()}-{os.getpid()}"
+        self.bus = Bus(self.client, self.keys, config.redis.events_maxlen)
+        self.registry = CameraRegistry(self.client, self.keys)
+        self.detector = Detector(score_threshold=min(config.detection.score_threshold, 0.5),
+                                 max_side=config.detection.max_side)
+        self.scorer = QualityScorer(config.quality.model, config.quality.backend, config.quality.batch_size)
+        self.scoring = ScoringQueue(self.scorer.score, config.quality.queue_size, config.quality.batch_size)
+        self.workers: dict[str, CameraWorker] = {}
+        self._specs: dict[str, CameraConfig] = {}
+
+    @property
+    def model_tag(self) -> str:
+        return self.scorer.manifest.tag
+
+    def _desired(self) -> dict[str, CameraConfig] | None:
+        cameras = {c.name: c for c in self.config.cameras}
+        try:
+            cameras.update(self.registry.cameras())
+        except redis.RedisError as exc:
+            log.warning("camera registry unreachable (%s); keeping current cameras", redact_text(exc))
+            return None
+        return cameras
+
+    def _apply(self, desired: dict[str, CameraConfig]) -> None:
+        for name in list(self.workers):
+            if name not in desired or desired[name] != self._specs[name]:
+                self._stop_camera(name)
+        for name, camera in desired.items():
+            if name not in self.workers:
+                log.info("starting camera %s", describe(camera))
+                worker = CameraWorker(camera, self.config, self.detector, self.scoring, self.bus, self.model_tag)
+                self.workers[name], self._specs[name] = worker, camera
+                worker.start()
+
+    def _stop_camera(self, name: str) -> None:
+        worker = self.workers.pop(name)
+        self._specs.pop(name, None)
+        worker.request_stop()
+        worker.join(15)
+        self.bus.publish_status("camera", name, "stopped", "detached")
+
+    def _publish_state(self) -> None:
+        states = {name: json.dumps({"state": w.state, "fps": round(w.fps, 1), "last_error": w.last_error,
+                                    "frames": w.frames, "worker": self.worker_id, "ts": round(time.time(), 3)})
+                  for name, w in self.workers.items()}
+        try:
+            if states:
+                self.client.hset(f"{self.keys.prefix}camera_state", mapping=states)
+        except redis.RedisError:
+            pass  # state is advisory; events and status are buffered by the bus
+
+    def run(self, stop: threading.Event) -> None:
+        self.bus.publish_status("worker", self.worker_id, "started", f"model {self.model_tag}")
+        try:
+            last_control = self.registry.latest_control_id()
+        except redis.RedisError:
+            last_control = "$"
+        while not stop.is_set():
+            desired = self._desired()
+            if desired is not None:
+                self._apply(desired)
+            self._publish_state()
+            try:
+                last_control = self.registry.wait_for_change(last_control, block_ms=1000)
+            except redis.RedisError:
+                stop.wait(1.0)
+        self.shutdown()
+
+    def shutdown(self, flush_timeout_s: float = 5.0) -> bool:
+        """Stop cameras (ending their tracks), drain the scorer, flush events."""
+        for worker in self.workers.values():
+            worker.request_stop()
+        for name, worker in list(self.workers.items()):
+            worker.join(15)
+            self.bus.publish_status("camera", name, "stopped", "gate stopping")
+        self.workers.clear()
+        self.scoring.close()
+        self.bus.publish_status("worker", self.worker_id, "stopped", "")
+        return self.bus.close(flush_timeout_s)

@@ -1,0 +1,167 @@
+"""Camera sources: PyAV over RTSP (TCP by default) or files, with reconnects.
+
+Every open has open and read timeouts (a hung server never blocks a reader forever);
+a stream that ends, errors or stalls is a disconnect: the source reports it, waits with
+exponential backoff and reopens. Decoding uses FFmpeg's own threads and converts
+straight to BGR at the working resolution. NVDEC is tried when asked or available and
+falls back to software silently (NOTES: without a GPU, the cuda hwaccel raises
+PermissionError at open).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import numpy as np
+
+from gate.config import SourceConfig
+from gate.redact import redact_text, redact_url
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Frame:
+    """A decoded frame in BGR at the working resolution, and the source's own size."""
+
+    ts: float
+    image: np.ndarray
+    source_w: int
+    source_h: int
+
+    @property
+    def scale(self) -> float:
+        """Source pixels per working-image pixel."""
+        return self.source_w / self.image.shape[1]
+
+
+class SourceError(Exception):
+    """Why a source went offline (message already free of credentials)."""
+
+
+class EndOfFile(Exception):
+    """A file source played to its end (and does not loop): the camera is done."""
+
+
+def _is_file(url: str) -> bool:
+    return "://" not in url or url.startswith("file://")
+
+
+def _working_size(width: int, height: int, max_side: int) -> tuple[int, int]:
+    if max(width, height) <= max_side:
+        return width, height
+    scale = max_side / max(width, height)
+    return max(2, round(width * scale) // 2 * 2), max(2, round(height * scale) // 2 * 2)
+
+
+class CameraSource:
+    """Frames of one camera, forever: reconnects until ``stop`` is set.
+
+    ``on_state(state, reason)`` is called with ``online``/``offline`` transitions.
+    """
+
+    def __init__(self, url: str, config: SourceConfig, stop: threading.Event, transport: str = "tcp",
+                 max_side: int = 1280, on_state: Callable[[str, str], None] | None = None) -> None:
+        self.url = url
+        self.config = config
+        self.stop = stop
+        self.transport = transport
+        self.max_side = max_side
+        self.on_state = on_state or (lambda state, reason: None)
+        self.reconnects = 0
+        self.frame_count = 0
+        self.online = False
+
+    def _open(self):
+        options = {}
+        timeout = (self.config.open_timeout_s, self.config.read_timeout_s)
+        if not _is_file(self.url):
+            options = {"rtsp_transport": self.transport} if self.url.startswith(("rtsp", "rtsps")) else {}
+        path = self.url[len("file://"):] if self.url.startswith("file://") else self.url
+        if _is_file(self.url) and not Path(path).is_file():
+            raise SourceError(f"no such file: {path}")
+        hwaccel = None
+        if self.config.hwaccel != "none" and "cuda" in av.codec.hwaccel.hwdevices_available():
+            hwaccel = av.codec.hwaccel.HWAccel(device_type="cuda", allow_software_fallback=True)
+        try:
+            return av.open(path, options=options, timeout=timeout, hwaccel=hwaccel) if hwaccel else \
+                av.open(path, options=options, timeout=timeout)
+        except av.error.PermissionError:
+            return av.open(path, options=options, timeout=timeout)  # no GPU: software decoding
+
+    def _frames_once(self) -> Iterator[Frame]:
+        try:
+            container = self._open()
+        except av.error.FFmpegError as exc:
+            raise SourceError(redact_text(f"cannot open: {type(exc).__name__}: {exc.strerror or exc}")) from None
+        except OSError as exc:
+            raise SourceError(redact_text(f"cannot open: {exc}")) from None
+        with container:
+            if not container.streams.video:
+                raise SourceError("no video stream in the source")
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            is_file = _is_file(self.url)
+            started = time.monotonic()
+            wall_start = time.time()
+            first_pts = None
+            try:
+                for frame in container.decode(stream):
+                    if self.stop.is_set():
+                        return
+                    width, height = frame.width, frame.height
+                    work_w, work_h = _working_size(width, height, self.max_side)
+                    image = frame.to_ndarray(format="bgr24", width=work_w, height=work_h)
+                    ts = time.time()
+                    if is_file and frame.pts is not None and frame.time_base is not None:
+                        seconds = float(frame.pts * frame.time_base)
+                        first_pts = seconds if first_pts is None else first_pts
+                        offset = seconds - first_pts
+                        ts = wall_start + offset
+                        if self.config.realtime_files:
+                            delay = offset - (time.monotonic() - started)
+                            if delay > 0 and self.stop.wait(delay):
+                                return
+                    self.frame_count += 1
+                    yield Frame(ts, image, width, height)
+            except av.error.FFmpegError as exc:
+                raise SourceError(redact_text(f"stream error: {type(exc).__name__}: {exc.strerror or exc}")) from None
+        if not is_file:
+            raise SourceError("end of stream")
+        if not self.config.loop_files:
+            raise EndOfFile("end of file")
+
+    def frames(self) -> Iterator[Frame]:
+        """Frames across reconnects; returns when ``stop`` is set."""
+        backoff = self.config.backoff_initial_s
+        while not self.stop.is_set():
+            try:
+                for frame in self._frames_once():
+                    if not self.online:
+                        self.online = True
+                        backoff = self.config.backoff_initial_s
+                        self.on_state("online", "")
+                    yield frame
+                if self.stop.is_set():
+                    return
+                continue  # a looping file source: reopen at once
+            except EndOfFile:
+                self.on_state("ended", "end of file")
+                return
+            except SourceError as exc:
+                reason = str(exc)
+            if self.stop.is_set():
+                return
+            self.on_state("offline", reason)  # every failed attempt: operators see retries
+            self.online = False
+            self.reconnects += 1
+            log.info("camera %s offline (%s); retry in %.1fs", redact_url(self.url), reason, backoff)
+            if self.stop.wait(backoff):
+                return
+            backoff = min(backoff * 2, self.config.backoff_max_s)

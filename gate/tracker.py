@@ -1,0 +1,118 @@
+"""Face tracker: IoU association with constant-velocity prediction, two-stage matching.
+
+ByteTrack's idea: match confident detections first, then give unmatched tracks a second
+chance with the low-confidence ones (a face turning away scores lower but is the same
+face). New tracks start only from confident detections. A track is *matched* in a
+frame only when a detection was assigned to it: only those frames may be scored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from engines.detections import Faces
+
+
+def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pairwise IoU of N×4 and M×4 boxes (x1, y1, x2, y2)."""
+    if len(a) == 0 or len(b) == 0:
+        return np.zeros((len(a), len(b)))
+    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
+    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
+    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
+    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
+
+
+@dataclass
+class Track:
+    """One face followed across frames."""
+
+    track_id: int
+    box: np.ndarray
+    first_ts: float
+    last_ts: float
+    hits: int = 1
+    velocity: np.ndarray = field(default_factory=lambda: np.zeros(4))  # box units per second
+
+    def predicted(self, ts: float) -> np.ndarray:
+        return self.box + self.velocity * max(0.0, ts - self.last_ts)
+
+    def update(self, box: np.ndarray, ts: float) -> None:
+        dt = ts - self.last_ts
+        if dt > 1e-6:
+            self.velocity = 0.5 * self.velocity + 0.5 * (box - self.box) / dt  # smoothed
+        self.box, self.last_ts = box.astype(np.float64), ts
+        self.hits += 1
+
+
+@dataclass
+class TrackUpdate:
+    """What one detection frame did: matched (track, detection index) pairs and ended tracks."""
+
+    matched: list[tuple[Track, int]]
+    started: list[Track]
+    ended: list[Track]
+
+
+class Tracker:
+    """Tracks of one camera. Feed it every detection frame with its timestamp."""
+
+    def __init__(self, iou_threshold: float = 0.3, max_unseen_s: float = 2.0, high_score: float = 0.75,
+                 first_id: int = 1) -> None:
+        self.iou_threshold = iou_threshold
+        self.max_unseen_s = max_unseen_s
+        self.high_score = high_score
+        self.tracks: dict[int, Track] = {}
+        self._next_id = first_id
+
+    def _associate(self, track_ids: list[int], boxes: np.ndarray, det_indices: np.ndarray,
+                   ts: float) -> tuple[list[tuple[int, int]], list[int], list[int]]:
+        if not track_ids or len(det_indices) == 0:
+            return [], list(track_ids), list(det_indices)
+        predicted = np.stack([self.tracks[t].predicted(ts) for t in track_ids])
+        overlap = iou_matrix(predicted, boxes[det_indices])
+        rows, cols = linear_sum_assignment(-overlap)
+        pairs = [(track_ids[r], int(det_indices[c])) for r, c in zip(rows, cols, strict=True)
+                 if overlap[r, c] >= self.iou_threshold]
+        used_t = {p[0] for p in pairs}
+        used_d = {p[1] for p in pairs}
+        return pairs, [t for t in track_ids if t not in used_t], [int(d) for d in det_indices if d not in used_d]
+
+    def update(self, faces: Faces, ts: float) -> TrackUpdate:
+        boxes = faces.boxes_px.astype(np.float64)
+        high = np.nonzero(faces.scores >= self.high_score)[0]
+        low = np.nonzero(faces.scores < self.high_score)[0]
+        pairs, unmatched_tracks, unmatched_high = self._associate(list(self.tracks), boxes, high, ts)
+        second, unmatched_tracks, _ = self._associate(unmatched_tracks, boxes, low, ts)
+        matched: list[tuple[Track, int]] = []
+        for track_id, det in pairs + second:
+            track = self.tracks[track_id]
+            track.update(boxes[det], ts)
+            matched.append((track, det))
+        started = []
+        for det in unmatched_high:
+            track = Track(self._next_id, boxes[det].copy(), ts, ts)
+            self._next_id += 1
+            self.tracks[track.track_id] = track
+            started.append(track)
+            matched.append((track, det))
+        ended = [self.tracks.pop(t) for t in unmatched_tracks if ts - self.tracks[t].last_ts > self.max_unseen_s]
+        return TrackUpdate(matched, started, ended)
+
+    def expire(self, ts: float) -> list[Track]:
+        """End tracks unseen for too long (called when no detection ran, e.g. no frames)."""
+        gone = [t for t, track in self.tracks.items() if ts - track.last_ts > self.max_unseen_s]
+        return [self.tracks.pop(t) for t in gone]
+
+    def end_all(self) -> list[Track]:
+        """End every open track (camera detached or gate stopping)."""
+        ended = list(self.tracks.values())
+        self.tracks.clear()
+        return ended
