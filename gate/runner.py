@@ -23,6 +23,7 @@ from engines.quality import QualityScorer
 from gate.bus import Bus, connect
 from gate.camera import CameraWorker
 from gate.config import CameraConfig, GateConfig
+from gate.metrics import GateMetrics, serve
 from gate.redact import redact_text
 from gate.registry import CameraRegistry, describe
 from gate.schema import Keys
@@ -45,9 +46,16 @@ class Gate:
         self.detector = Detector(score_threshold=min(config.detection.score_threshold, 0.5),
                                  max_side=config.detection.max_side)
         self.scorer = QualityScorer(config.quality.model, config.quality.backend, config.quality.batch_size)
-        self.scoring = ScoringQueue(self.scorer.score, config.quality.queue_size, config.quality.batch_size)
+        self.metrics = GateMetrics()
+        self.scoring = ScoringQueue(self._timed_score, config.quality.queue_size, config.quality.batch_size)
+        self.bus.on_event_written = self.metrics.frame_to_event_seconds.observe
+        self.metrics_server = serve(self, config.metrics_port) if config.metrics_port is not None else None
         self.workers: dict[str, CameraWorker] = {}
         self._specs: dict[str, CameraConfig] = {}
+
+    def _timed_score(self, crops):
+        with self.metrics.scoring_seconds.time():
+            return self.scorer.score(crops)
 
     @property
     def model_tag(self) -> str:
@@ -70,6 +78,7 @@ class Gate:
             if name not in self.workers:
                 log.info("starting camera %s", describe(camera))
                 worker = CameraWorker(camera, self.config, self.detector, self.scoring, self.bus, self.model_tag)
+                worker.detection_seconds = self.metrics.detection_seconds.labels(name)
                 self.workers[name], self._specs[name] = worker, camera
                 worker.start()
 
@@ -117,4 +126,6 @@ class Gate:
         self.workers.clear()
         self.scoring.close()
         self.bus.publish_status("worker", self.worker_id, "stopped", "")
+        if self.metrics_server is not None:
+            self.metrics_server.shutdown()
         return self.bus.close(flush_timeout_s)

@@ -39,19 +39,23 @@ class RedisServer:
         self.process.wait(timeout=10)
 
 
-def start_redis(workdir: Path, extra: tuple[str, ...] = ()) -> RedisServer:
-    """Start redis-server on a free loopback port; return once it answers PING."""
+def _password(extra: tuple[str, ...]) -> str | None:
+    return extra[extra.index("--requirepass") + 1] if "--requirepass" in extra else None
+
+
+def start_redis(workdir: Path, extra: tuple[str, ...] = (), port: int | None = None) -> RedisServer:
+    """Start redis-server on a free (or the given) loopback port; return once it answers PING."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
-    port = free_port()
+    port = port or free_port()
     workdir.mkdir(parents=True, exist_ok=True)
     process = subprocess.Popen(
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
          "--dir", str(workdir), *extra],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
-    client = redis.Redis(port=port)
+    client = redis.Redis(port=port, password=_password(extra))
     deadline = time.monotonic() + 10
     while True:
         try:
