@@ -60,3 +60,28 @@ def test_events_survive_a_redis_restart(rtsp_server, tmp_path):
     assert {e.event_id for e in first if e.type == "new"} <= ended
     assert all(isinstance(e, Event) for e in after)
 
+
+
+def test_redis_password_never_appears_in_outputs(rtsp_server, tmp_path):
+    server = start_redis(tmp_path / "redis", extra=("--requirepass", "r3dis-S3cret"))
+    url = f"redis://:r3dis-S3cret@127.0.0.1:{server.port}/0"
+    client = server.client()
+    client.connection_pool.connection_kwargs["password"] = "r3dis-S3cret"
+    config = tmp_path / "gate.yaml"
+    config.write_text(f"cameras:\n  - name: cam\n    url: {rtsp_server.url('cam').replace('rtsp://', 'rtsp://u:camPW@')}\n")
+    process = subprocess.Popen([sys.executable, "-m", "gate.cli", "-v", "run", "--config", str(config), "--redis", url],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        status = read_stream(client, KEYS.status, lambda e: any(f.get(b"name") == b"cam" for _, f in e), 60)
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        server.stop()
+    everything = out + err + repr(status)
+    assert "r3dis-S3cret" not in everything and "camPW" not in everything
+    assert "***@" in out  # the gate printed where it connects, redacted
+    wrong = subprocess.run([sys.executable, "-m", "gate.cli", "cameras", "--redis",
+                            f"redis://:wrong-S3cret@127.0.0.1:{server.port}/0"], capture_output=True, text=True)
+    assert wrong.returncode == 2 and "wrong-S3cret" not in wrong.stdout + wrong.stderr

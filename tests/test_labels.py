@@ -122,7 +122,6 @@ def test_degraded_crops_get_lower_labels_than_their_originals(seed_set, tmp_path
     assert lower >= 0.90, f"only {lower:.1%} of degraded crops scored below their originals"
     summary = json.loads((out / "summary.json").read_text())
     assert summary["params"]["repetitions"] == 12 and summary["params"]["positives"] == 24
-    assert summary["one_image_identities"], "the seed set's singletons must be reported"
     assert (out / "histogram.png").stat().st_size > 10_000
 
 

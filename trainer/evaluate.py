@@ -41,11 +41,12 @@ def load_heldout(data: Path) -> tuple[list[str], np.ndarray, dict]:
 
 
 def embed_cached(name: str, paths: list[str], crops: np.ndarray, cache: Path) -> np.ndarray:
-    store = EmbeddingCache(cache / "embeddings" / f"eval-{name}.npz")
+    model = recognizer(name)
+    store = EmbeddingCache(cache / "embeddings" / f"eval-{name}-{model.version}.npz")
     keys = [_content_key(Path(p)) for p in paths]
     missing = [i for i, k in enumerate(keys) if k not in store.vectors]
     if missing:
-        vectors = recognizer(name).embed(crops[missing])
+        vectors = model.embed(crops[missing])
         for i, vector in zip(missing, vectors, strict=True):
             store.vectors[keys[i]] = vector
         store.save()
@@ -93,22 +94,30 @@ def _pairs(identities: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.stack(upper, axis=1), (identities[upper[0]] == identities[upper[1]])
 
 
-def degradation_response(scores: np.ndarray, paths: list[str], index_rows: dict) -> dict[str, float]:
-    """Mean Spearman correlation between degradation strength (0 = original) and score, per kind."""
+def degradation_response(model: str | None, seed_root: Path) -> dict[str, float]:
+    """Mean Spearman correlation between degradation strength (0 = original) and score, per kind.
+
+    Uses the seed set's ``graded`` split: held-out crops in every kind at every level.
+    """
+    from engines.quality import QualityScorer
+
+    if not (seed_root / "index.csv").is_file():
+        return {}
+    rows = [r for r in read_index(seed_root) if r.split == "graded"]
+    if not rows:
+        return {}
+    paths = sorted({r.path for r in rows} | {r.original for r in rows})
+    scores = QualityScorer(model).score(np.stack([cv2.imread(str(seed_root / p)) for p in paths]))
     score_of = dict(zip(paths, scores, strict=True))
     series: dict[tuple[str, str], list[tuple[int, float]]] = {}
-    for path, row in index_rows.items():
-        if row.kind != "original" and path in score_of:
-            original = str(Path(path).parents[2] / row.original)
-            if original in score_of:
-                key = (row.kind, original)
-                series.setdefault(key, [(0, score_of[original])]).append((row.level, score_of[path]))
+    for row in rows:
+        key = (row.kind, row.original)
+        series.setdefault(key, [(0, score_of[row.original])]).append((row.level, score_of[row.path]))
     per_kind: dict[str, list[float]] = {}
     for (kind, _), points in series.items():
-        if len(points) >= 3:
-            levels, values = zip(*points, strict=True)
-            rho = spearmanr(levels, values).statistic
-            per_kind.setdefault(kind, []).append(0.0 if np.isnan(rho) else float(rho))
+        levels, values = zip(*points, strict=True)
+        rho = spearmanr(levels, values).statistic
+        per_kind.setdefault(kind, []).append(0.0 if np.isnan(rho) else float(rho))
     return {kind: round(float(np.mean(v)), 4) for kind, v in sorted(per_kind.items())}
 
 
@@ -151,7 +160,7 @@ def evaluate(data: Path, out: Path, model: str | None = None, recognizers: tuple
         "discard": DISCARD.tolist(),
         "results": results,
         "curves": curves,
-        "degradation_response": degradation_response(methods[model_key], paths, index_rows),
+        "degradation_response": degradation_response(model, data.parent),
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1) + "\n")

