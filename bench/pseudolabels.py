@@ -11,6 +11,11 @@ growing N, to show memory grows no faster than linearly.
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
+
 import argparse
 import time
 import tracemalloc

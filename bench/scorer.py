@@ -8,6 +8,11 @@ Also the detector's frames per second at 640×360 and 1080p input. Last line:
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
+
 import argparse
 import time
 
