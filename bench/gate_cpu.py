@@ -45,6 +45,7 @@ def make_1080p(source: Path, target: Path, seconds: float = 40.0) -> Path:
         return target
     import av
 
+    target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_suffix(".tmp.mp4")
     with av.open(str(tmp), "w") as out:
         stream = out.add_stream("libx264", rate=25)

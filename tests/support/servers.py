@@ -83,9 +83,9 @@ class RtspServer:
             self.process.wait(timeout=10)
 
 
-def start_rtsp(mounts: dict[str, Path], user: str = "", password: str = "") -> RtspServer:
-    """Start the GStreamer RTSP server; return once it printed its port."""
-    cmd = [SYSTEM_PYTHON, str(RTSP_SCRIPT)]
+def start_rtsp(mounts: dict[str, Path], user: str = "", password: str = "", port: int = 0) -> RtspServer:
+    """Start the GStreamer RTSP server (on ``port``, 0 = any free one); return once it printed its port."""
+    cmd = [SYSTEM_PYTHON, str(RTSP_SCRIPT), "--port", str(port)]
     for name, path in mounts.items():
         cmd += ["--mount", f"{name}={path}"]
     if user:
