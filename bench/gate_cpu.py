@@ -1,8 +1,9 @@
 """Benchmark: CPU cost of the full gate relative to decoding alone, one 1080p25 RTSP camera.
 
 Serves a 1080p25 H.264 file (made once from the sample video, cached) with the test
-RTSP server, then runs for ``--seconds`` each, as separate processes measured with
-``os.wait4`` (user + system CPU seconds of exactly that process):
+RTSP server, then runs each as its own process and measures its user + system CPU
+seconds (``/proc/PID/stat``, all threads) over the same steady-state window of
+``--seconds``, after ``--warmup`` seconds (imports, model loading, RTSP connect):
 
   (a) decoding alone: the gate's own source code path (PyAV, same settings), frames dropped;
   (b) the full gate: ``gate run`` (detect at 5 fps, track, score, publish to a local Redis).
@@ -21,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from fractions import Fraction
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,7 +41,7 @@ print(f"decoded {count} frames")
 """
 
 
-def make_1080p(source: Path, target: Path, seconds: float = 40.0) -> Path:
+def make_1080p(source: Path, target: Path, seconds: float = 60.0) -> Path:
     """Re-encode the sample video at 1920×1080, 25 fps, H.264 (looped to ``seconds``)."""
     if target.is_file():
         return target
@@ -55,8 +57,9 @@ def make_1080p(source: Path, target: Path, seconds: float = 40.0) -> Path:
         while written < seconds * 25:
             with av.open(str(source)) as src:
                 for frame in src.decode(video=0):
-                    image = frame.reformat(width=1920, height=1080, format="yuv420p")
-                    image.pts = written
+                    image = av.VideoFrame.from_ndarray(
+                        frame.to_ndarray(format="yuv420p", width=1920, height=1080), format="yuv420p")
+                    image.pts, image.time_base = written, Fraction(1, 25)
                     for packet in stream.encode(image):
                         out.mux(packet)
                     written += 1
@@ -68,41 +71,53 @@ def make_1080p(source: Path, target: Path, seconds: float = 40.0) -> Path:
     return target
 
 
-def cpu_seconds(cmd: list[str], seconds: float, stop_with_signal: bool, env: dict) -> float:
+def _cpu_now(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def cpu_seconds(cmd: list[str], warmup: float, window: float, env: dict) -> float:
+    """CPU seconds ``cmd`` spends in ``window`` seconds after ``warmup`` seconds."""
     process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    if stop_with_signal:
-        time.sleep(seconds)  # the measured window itself
+    try:
+        time.sleep(warmup)  # the measured process runs meanwhile; nothing to synchronise on
+        start = _cpu_now(process.pid)
+        time.sleep(window)
+        used = _cpu_now(process.pid) - start
+    finally:
         process.send_signal(signal.SIGTERM)
-    _, _, usage = os.wait4(process.pid, 0)
-    return usage.ru_utime + usage.ru_stime
+        process.wait(60)
+    return used
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--seconds", type=float, default=30.0, help="measured window")
+    parser.add_argument("--warmup", type=float, default=8.0, help="seconds before the window")
     args = parser.parse_args()
     from engines.paths import cache_root
     from tests.support.servers import start_redis, start_rtsp
     from trainer.media import gather_media
 
     media = gather_media(cache_root() / "media", progress=False)
-    video = make_1080p(media["woman_pexels"], cache_root() / "bench" / "woman_1080p25.mp4")
+    video = make_1080p(media["woman_pexels"], cache_root() / "bench" / "woman_1080p25_60s.mp4")
     rtsp = start_rtsp({"cam": video})
     work = Path(tempfile.mkdtemp(prefix="facegate-bench-"))
     redis_server = start_redis(work / "redis")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     try:
         url = rtsp.url("cam")
-        decode = cpu_seconds([sys.executable, "-c", DECODE_ONLY, url, str(args.seconds)], args.seconds, False, env)
+        run_for = str(args.warmup + args.seconds + 30)
+        decode = cpu_seconds([sys.executable, "-c", DECODE_ONLY, url, run_for], args.warmup, args.seconds, env)
         config = work / "gate.yaml"
         config.write_text(f"cameras:\n  - name: cam\n    url: {url}\ndetection:\n  fps: 5\n")
         full = cpu_seconds([sys.executable, "-m", "gate.cli", "run", "--config", str(config), "--redis",
-                            redis_server.url], args.seconds, True, env)
+                            redis_server.url], args.warmup, args.seconds, env)
         events = redis_server.client().xlen("facegate:events")
     finally:
         rtsp.stop()
         redis_server.stop()
-    print(f"window {args.seconds:.0f}s, 1080p25 H.264 over RTSP/TCP")
+    print(f"window {args.seconds:.0f}s after {args.warmup:.0f}s warm-up, 1080p25 H.264 over RTSP/TCP")
     print(f"decode alone: {decode:6.1f} CPU s ({decode / args.seconds:.0%} of a core)")
     print(f"full gate:    {full:6.1f} CPU s ({full / args.seconds:.0%} of a core), {events} events")
     print(f"ratio={full / decode:.2f}")

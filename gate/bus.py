@@ -1,18 +1,25 @@
 """Publishing to Redis Streams with a bounded buffer, so a Redis outage loses nothing.
 
 Events and status entries go into an in-memory queue; one thread writes them with
-pipelined XADD (MAXLEN ~ N). When Redis is unreachable the queue holds them (bounded:
-beyond it the oldest are counted as dropped) and they are delivered in order after
-reconnect. Redelivery after an ambiguous failure is harmless: events carry event_id+seq.
+pipelined XADD (MAXLEN ~ N). When Redis is unreachable the queue holds them; when it is
+full, new entries spill to a local file (bounded in bytes; beyond it they are counted as
+dropped) and everything is delivered in order after reconnect: memory first, then the
+spill file, and new entries keep going to the file until it is drained. Redelivery after
+an ambiguous failure is harmless: events carry event_id + seq.
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
+import os
+import struct
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass
+from pathlib import Path
 
 import redis
 
@@ -40,18 +47,71 @@ class BusStats:
     redis_errors: int = 0
     connected: bool = True
     disconnected_since: float | None = None
+    spilled: int = 0  # entries waiting in the spill file
+
+
+def _encode(stream: str, fields: dict) -> bytes:
+    body = {k: ("b:" + base64.b64encode(v).decode()) if isinstance(v, bytes) else "s:" + str(v)
+            for k, v in fields.items()}
+    data = json.dumps([stream, body]).encode()
+    return struct.pack(">I", len(data)) + data
+
+
+def _decode(data: bytes) -> tuple[str, dict]:
+    stream, body = json.loads(data)
+    return stream, {k: base64.b64decode(v[2:]) if v.startswith("b:") else v[2:] for k, v in body.items()}
+
+
+class SpillFile:
+    """Append-only, length-prefixed entries on disk, read back in order, bounded in bytes."""
+
+    def __init__(self, path: Path, max_bytes: int) -> None:
+        self.path, self.max_bytes = path, max_bytes
+        self.count = 0
+        self._read_at = 0
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"")
+
+    def append(self, stream: str, fields: dict) -> bool:
+        record = _encode(stream, fields)
+        if self.path.stat().st_size + len(record) > self.max_bytes:
+            return False
+        with open(self.path, "ab") as handle:
+            handle.write(record)
+        self.count += 1
+        return True
+
+    def take(self, limit: int) -> list[tuple[str, dict]]:
+        out = []
+        with open(self.path, "rb") as handle:
+            handle.seek(self._read_at)
+            while len(out) < limit and self.count > 0:
+                (size,) = struct.unpack(">I", handle.read(4))
+                out.append(_decode(handle.read(size)))
+                self._read_at += 4 + size
+                self.count -= 1
+        if self.count == 0:
+            self.path.write_bytes(b"")
+            self._read_at = 0
+        return out
+
+    def close(self) -> None:
+        self.path.unlink(missing_ok=True)
 
 
 class Bus:
     """Ordered, buffered writer of the event and status streams."""
 
-    def __init__(self, client: redis.Redis, keys: Keys, events_maxlen: int = 10_000, buffer_size: int = 10_000):
+    def __init__(self, client: redis.Redis, keys: Keys, events_maxlen: int = 10_000, buffer_size: int = 10_000,
+                 spill_dir: Path | None = None, spill_max_bytes: int = 512 * 2**20):
         self.client = client
         self.keys = keys
         self.events_maxlen = events_maxlen
         self.stats = BusStats()
         self._queue: deque[tuple[str, dict]] = deque()
         self._buffer_size = buffer_size
+        self._spill = SpillFile(spill_dir / f"bus-{os.getpid()}-{id(self):x}.spill", spill_max_bytes) \
+            if spill_dir else None
         self._lock = threading.Condition()
         self._stop = threading.Event()
         self._deadline = float("inf")
@@ -61,10 +121,16 @@ class Bus:
 
     def _put(self, stream: str, fields: dict) -> None:
         with self._lock:
-            if len(self._queue) >= self._buffer_size:
+            if self._spill is not None and (self._spill.count or len(self._queue) >= self._buffer_size):
+                if not self._spill.append(stream, fields):
+                    self.stats.dropped += 1  # memory and spill file both full: counted, reported
+                self.stats.spilled = self._spill.count
+            elif len(self._queue) >= self._buffer_size:
                 self._queue.popleft()
                 self.stats.dropped += 1
-            self._queue.append((stream, fields))
+                self._queue.append((stream, fields))
+            else:
+                self._queue.append((stream, fields))
             self._lock.notify()
 
     def publish_event(self, event: Event) -> None:
@@ -76,12 +142,15 @@ class Bus:
 
     def pending(self) -> int:
         with self._lock:
-            return len(self._queue)
+            return len(self._queue) + (self._spill.count if self._spill else 0)
 
     def _run(self) -> None:
         backoff = 0.2
         while True:
             with self._lock:
+                if not self._queue and self._spill is not None and self._spill.count:
+                    self._queue.extend(self._spill.take(min(500, self._buffer_size)))
+                    self.stats.spilled = self._spill.count
                 while not self._queue and not self._stop.is_set():
                     self._lock.wait(0.5)
                 if not self._queue and self._stop.is_set():
@@ -127,4 +196,7 @@ class Bus:
         with self._lock:
             self._lock.notify_all()
         self._thread.join(timeout_s + 1)
-        return self.pending() == 0
+        flushed = self.pending() == 0
+        if self._spill is not None and flushed:
+            self._spill.close()
+        return flushed

@@ -28,6 +28,9 @@ class RedisConfig(_Section):
     url: str | None = Field(default=None, description=f"redis:// or rediss:// URL; else ${REDIS_URL_ENV}")
     prefix: str = Field(default="facegate:", description="key prefix, so deployments can share one Redis")
     events_maxlen: int = Field(default=10_000, ge=100, description="approximate length cap of the event stream")
+    buffer_size: int = Field(default=10_000, ge=1, description="entries held in memory while Redis is away")
+    spill_dir: str | None = Field(default=None, description="spill folder beyond that (default: cache/spool)")
+    spill_max_bytes: int = Field(default=512 * 2**20, ge=0, description="spill file bound; beyond it: dropped")
     ssl_ca_certs: str | None = None
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None

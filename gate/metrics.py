@@ -69,6 +69,8 @@ class _GateCollector:
         yield CounterMetricFamily("facegate_bus_dropped", "Entries dropped from a full buffer",
                                   value=gate.bus.stats.dropped)
         yield GaugeMetricFamily("facegate_bus_buffered", "Entries waiting for Redis", value=gate.bus.pending())
+        yield GaugeMetricFamily("facegate_bus_spilled", "Entries waiting in the spill file",
+                                value=gate.bus.stats.spilled)
         yield GaugeMetricFamily("facegate_redis_up", "1 when the last write reached Redis",
                                 value=1.0 if gate.bus.stats.connected else 0.0)
 

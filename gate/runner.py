@@ -15,10 +15,12 @@ import os
 import socket
 import threading
 import time
+from pathlib import Path
 
 import redis
 
 from engines.detector import Detector
+from engines.paths import cache_root
 from engines.quality import QualityScorer
 from gate.bus import Bus, connect
 from gate.camera import CameraWorker
@@ -41,7 +43,10 @@ class Gate:
         self.client = connect(redis_url, config.redis.ssl_ca_certs, config.redis.ssl_certfile,
                               config.redis.ssl_keyfile)
         self.worker_id = f"{socket.gethostname()}-{os.getpid()}"
-        self.bus = Bus(self.client, self.keys, config.redis.events_maxlen)
+        spill_dir = Path(config.redis.spill_dir) if config.redis.spill_dir else cache_root() / "spool"
+        self.bus = Bus(self.client, self.keys, config.redis.events_maxlen, config.redis.buffer_size, spill_dir,
+                       config.redis.spill_max_bytes)
+        self._reported_drops = 0
         self.registry = CameraRegistry(self.client, self.keys)
         self.detector = Detector(score_threshold=min(config.detection.score_threshold, 0.5),
                                  max_side=config.detection.max_side)
@@ -89,6 +94,13 @@ class Gate:
         worker.join(15)
         self.bus.publish_status("camera", name, "stopped", "detached")
 
+    def _report_overflow(self) -> None:
+        dropped = self.bus.stats.dropped
+        if dropped > self._reported_drops:
+            self.bus.publish_status("worker", self.worker_id, "overflow",
+                                    f"{dropped} entries dropped: event buffer and spill file were full")
+            self._reported_drops = dropped
+
     def _publish_state(self) -> None:
         states = {name: json.dumps({"state": w.state, "fps": round(w.fps, 1), "last_error": w.last_error,
                                     "frames": w.frames, "worker": self.worker_id, "ts": round(time.time(), 3)})
@@ -110,6 +122,7 @@ class Gate:
             if desired is not None:
                 self._apply(desired)
             self._publish_state()
+            self._report_overflow()
             try:
                 last_control = self.registry.wait_for_change(last_control, block_ms=1000)
             except redis.RedisError:

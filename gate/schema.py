@@ -37,7 +37,7 @@ EVENT_FIELDS: dict[str, str] = {
 STATUS_FIELDS: dict[str, str] = {
     "kind": "camera | worker",
     "name": "camera name or worker id",
-    "state": "online | offline | ended | error | stopped (cameras); started | stopped (workers)",
+    "state": "online | offline | ended | error | stopped (cameras); started | stopped | overflow (workers)",
     "reason": "why (credentials removed)",
     "ts": "seconds since epoch",
 }

@@ -85,3 +85,86 @@ def test_redis_password_never_appears_in_outputs(rtsp_server, tmp_path):
     wrong = subprocess.run([sys.executable, "-m", "gate.cli", "cameras", "--redis",
                             f"redis://:wrong-S3cret@127.0.0.1:{server.port}/0"], capture_output=True, text=True)
     assert wrong.returncode == 2 and "wrong-S3cret" not in wrong.stdout + wrong.stderr
+
+
+def test_bus_spills_to_disk_while_redis_is_away_and_delivers_in_order(tmp_path):
+    from gate.bus import Bus, connect
+    from tests.test_gate import statuses
+
+    server = start_redis(tmp_path / "redis")
+    port = server.port
+    bus = Bus(connect(server.url), KEYS, buffer_size=5, spill_dir=tmp_path / "spool", spill_max_bytes=1_000_000)
+    bus.publish_status("worker", "w", "started")
+    read_stream(server.client(), KEYS.status, lambda e: len(e) == 1)
+    server.stop()
+    for i in range(40):
+        bus.publish_status("worker", "w", "tick", str(i))
+    assert bus.stats.spilled >= 35  # memory holds 5; the rest went to the spill file
+    spill_files = list((tmp_path / "spool").glob("*.spill"))
+    assert spill_files and spill_files[0].stat().st_size > 0
+    restarted = start_redis(tmp_path / "redis2", port=port)
+    try:
+        entries = read_stream(restarted.client(), KEYS.status, lambda e: len(e) >= 40, 30)
+        assert [s["reason"] for s in statuses(entries)] == [str(i) for i in range(40)]
+        assert bus.close() and not spill_files[0].exists()
+        assert bus.stats.dropped == 0
+    finally:
+        restarted.stop()
+
+
+def test_bus_counts_what_exceeds_memory_and_spill_bounds(tmp_path):
+    from gate.bus import Bus, connect
+
+    bus = Bus(connect("redis://127.0.0.1:1/0"), KEYS, buffer_size=3, spill_dir=tmp_path / "spool",
+              spill_max_bytes=600)
+    for i in range(20):
+        bus.publish_status("worker", "w", "tick", str(i))
+    assert bus.stats.dropped > 0 and bus.pending() + bus.stats.dropped == 20
+    assert not bus.close(timeout_s=0.5)  # nothing could be delivered: reported, not hidden
+
+
+def test_malformed_registry_and_control_entries_are_ignored(redis_server, redis_client, rtsp_server):
+    from tests.test_gate import statuses
+
+    redis_client.hset(KEYS.cameras, "huge", "x" * 100_000)
+    redis_client.hset(KEYS.cameras, "notjson", "{url: nope")
+    redis_client.hset(KEYS.cameras, "bad name!", '{"url": "rtsp://a/b"}')
+    redis_client.hset(KEYS.cameras, "longurl", '{"url": "rtsp://' + "a" * 5000 + '"}')
+    gate = RunningGate(redis_server.url, [])
+    try:
+        redis_client.xadd(KEYS.control, {"op": "exec", "name": "rm -rf /", "cmd": "x" * 50_000})
+        attach = subprocess.run([sys.executable, "-m", "gate.cli", "attach", "good", rtsp_server.url("cam"),
+                                 "--redis", redis_server.url], capture_output=True, text=True)
+        assert attach.returncode == 0
+        read_stream(redis_client, KEYS.events, lambda e: any(ev.camera == "good" for ev in events_of(e)))
+        assert set(gate.gate.workers) == {"good"}
+    finally:
+        gate.close()
+    assert all(s["name"] in ("good",) or s["kind"] == "worker"
+               for s in statuses(read_stream(redis_client, KEYS.status, lambda e: True)))
+
+
+def test_attach_rejects_bad_definitions(redis_server):
+    for name, url in (("bad name!", "rtsp://a/b"), ("long", "rtsp://" + "a" * 5000)):
+        result = subprocess.run([sys.executable, "-m", "gate.cli", "attach", name, url, "--redis", redis_server.url],
+                                capture_output=True, text=True)
+        assert result.returncode == 2 and "error" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_gate_refuses_a_model_with_the_wrong_hash(redis_server, tmp_path):
+    import json
+    import shutil
+
+    from engines.paths import MODELS_DIR
+    from engines.registry import current_model
+
+    model = tmp_path / "model"
+    shutil.copytree(MODELS_DIR / current_model("quality"), model)
+    data = bytearray((model / "model.onnx").read_bytes())
+    data[-100] ^= 0xFF
+    (model / "model.onnx").write_bytes(bytes(data))
+    config = tmp_path / "gate.yaml"
+    config.write_text(f"quality:\n  model: {json.dumps(str(model))}\n")
+    result = subprocess.run([sys.executable, "-m", "gate.cli", "run", "--config", str(config), "--redis",
+                             redis_server.url], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "sha256" in result.stderr and "Traceback" not in result.stderr
