@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-APT_PACKAGES := python3-venv redis-server python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base \
+APT_PACKAGES := python3-venv redis-server openssl python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base \
 	gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly
 
 .PHONY: setup system demo test lint bench clean
@@ -21,7 +21,7 @@ $(VENV)/.installed: pyproject.toml
 
 # System packages the tests need (a real Redis and GStreamer's RTSP server).
 system:
-	@if command -v redis-server >/dev/null && $(PYTHON) -c "import venv, ensurepip" 2>/dev/null \
+	@if command -v redis-server >/dev/null && command -v openssl >/dev/null && $(PYTHON) -c "import venv, ensurepip" 2>/dev/null \
 		&& /usr/bin/python3 -c "import gi; gi.require_version('GstRtspServer','1.0')" 2>/dev/null; then \
 		echo "system packages present"; \
 	else \

@@ -39,10 +39,11 @@ class RunningGate:
     """A gate in a thread of this process, stopped (tracks ended, buffers flushed) at exit."""
 
     def __init__(self, redis_url: str, cameras: list[CameraConfig], metrics_port: int | None = None,
-                 **source) -> None:
+                 redis_config=None, **source) -> None:
+        from gate.config import RedisConfig
         from gate.runner import Gate
 
-        config = GateConfig(cameras=cameras, metrics_port=metrics_port,
+        config = GateConfig(cameras=cameras, metrics_port=metrics_port, redis=redis_config or RedisConfig(),
                             source=SourceConfig(open_timeout_s=3, read_timeout_s=3, backoff_initial_s=0.5,
                                                 backoff_max_s=2, **source))
         self.gate = Gate(config, redis_url)
