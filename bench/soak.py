@@ -72,8 +72,10 @@ def main() -> None:
         gate.wait(60)
     client = redis_server.client()
     entries = client.xrange("facegate:events")
-    latencies = sorted(int(entry_id.decode().split("-")[0]) / 1000 - Event.from_fields(fields).ts
-                       for entry_id, fields in entries)
+    # new/update events only: an end event carries the track's best frame, which may be old.
+    latencies = sorted(int(entry_id.decode().split("-")[0]) / 1000 - event.ts for entry_id, event in
+                       ((entry_id, Event.from_fields(fields)) for entry_id, fields in entries)
+                       if event.type != "end")
     rtsp.stop()
     redis_server.stop()
     p50 = latencies[len(latencies) // 2] if latencies else float("nan")

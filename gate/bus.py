@@ -103,8 +103,9 @@ class Bus:
     """Ordered, buffered writer of the event and status streams."""
 
     def __init__(self, client: redis.Redis, keys: Keys, events_maxlen: int = 10_000, buffer_size: int = 10_000,
-                 spill_dir: Path | None = None, spill_max_bytes: int = 512 * 2**20):
+                 spill_dir: Path | None = None, spill_max_bytes: int = 512 * 2**20, worker_id: str = ""):
         self.client = client
+        self.worker_id = worker_id
         self.keys = keys
         self.events_maxlen = events_maxlen
         self.stats = BusStats()
@@ -137,7 +138,7 @@ class Bus:
         self._put(self.keys.events, event.to_fields())
 
     def publish_status(self, kind: str, name: str, state: str, reason: str = "") -> None:
-        self._put(self.keys.status, {"kind": kind, "name": name, "state": state,
+        self._put(self.keys.status, {"kind": kind, "name": name, "state": state, "worker": self.worker_id,
                                      "reason": redact_text(reason)[:500], "ts": f"{time.time():.3f}"})
 
     def pending(self) -> int:

@@ -90,6 +90,11 @@ class QualityConfig(_Section):
     queue_size: int = Field(default=256, ge=1, description="bounded: oldest work dropped beyond it")
 
 
+class ScaleOutConfig(_Section):
+    enabled: bool = Field(default=False, description="share cameras with other workers through Redis leases")
+    lease_s: float = Field(default=10.0, ge=1.0, description="a dead worker's cameras move after this long")
+
+
 class GateConfig(_Section):
     redis: RedisConfig = RedisConfig()
     cameras: list[CameraConfig] = Field(default_factory=list)
@@ -98,6 +103,7 @@ class GateConfig(_Section):
     tracking: TrackingConfig = TrackingConfig()
     bestshot: BestShotConfig = BestShotConfig()
     quality: QualityConfig = QualityConfig()
+    scaleout: ScaleOutConfig = ScaleOutConfig()
     metrics_port: int | None = Field(default=None, description="Prometheus endpoint port; none = off")
 
     def redis_url(self, override: str | None = None) -> str | None:

@@ -25,6 +25,7 @@ from engines.quality import QualityScorer
 from gate.bus import Bus, connect
 from gate.camera import CameraWorker
 from gate.config import CameraConfig, GateConfig
+from gate.leases import LeaseManager
 from gate.metrics import GateMetrics, serve
 from gate.redact import redact_text
 from gate.registry import CameraRegistry, describe
@@ -45,7 +46,7 @@ class Gate:
         self.worker_id = f"{socket.gethostname()}-{os.getpid()}"
         spill_dir = Path(config.redis.spill_dir) if config.redis.spill_dir else cache_root() / "spool"
         self.bus = Bus(self.client, self.keys, config.redis.events_maxlen, config.redis.buffer_size, spill_dir,
-                       config.redis.spill_max_bytes)
+                       config.redis.spill_max_bytes, self.worker_id)
         self._reported_drops = 0
         self.registry = CameraRegistry(self.client, self.keys)
         self.detector = Detector(score_threshold=min(config.detection.score_threshold, 0.5),
@@ -57,6 +58,8 @@ class Gate:
         self.metrics_server = serve(self, config.metrics_port) if config.metrics_port is not None else None
         self.workers: dict[str, CameraWorker] = {}
         self._specs: dict[str, CameraConfig] = {}
+        self.leases = LeaseManager(self.client, self.keys, self.worker_id, config.scaleout.lease_s) \
+            if config.scaleout.enabled else None
 
     def _timed_score(self, crops):
         with self.metrics.scoring_seconds.time():
@@ -78,21 +81,47 @@ class Gate:
     def _apply(self, desired: dict[str, CameraConfig]) -> None:
         for name in list(self.workers):
             if name not in desired or desired[name] != self._specs[name]:
-                self._stop_camera(name)
+                self._stop_camera(name, "detached")
+        if self.leases is not None:
+            desired = self._leased(desired)
         for name, camera in desired.items():
             if name not in self.workers:
-                log.info("starting camera %s", describe(camera))
-                worker = CameraWorker(camera, self.config, self.detector, self.scoring, self.bus, self.model_tag)
-                worker.detection_seconds = self.metrics.detection_seconds.labels(name)
-                self.workers[name], self._specs[name] = worker, camera
-                worker.start()
+                self._start_camera(name, camera)
 
-    def _stop_camera(self, name: str) -> None:
+    def _start_camera(self, name: str, camera: CameraConfig) -> None:
+        log.info("starting camera %s", describe(camera))
+        worker = CameraWorker(camera, self.config, self.detector, self.scoring, self.bus, self.model_tag)
+        worker.detection_seconds = self.metrics.detection_seconds.labels(name)
+        self.workers[name], self._specs[name] = worker, camera
+        worker.start()
+
+    def _leased(self, desired: dict[str, CameraConfig]) -> dict[str, CameraConfig]:
+        """The cameras this worker may run now: renew, give back surplus, take free ones."""
+        leases = self.leases
+        assert leases is not None
+        kept = leases.renew(sorted(self.workers))
+        for name in sorted(set(self.workers) - kept):
+            self._stop_camera(name, f"lease lost (worker {self.worker_id})", release=False)
+        share = leases.share(len(desired), leases.heartbeat())
+        for name in sorted(self.workers, reverse=True)[: max(0, len(self.workers) - share)]:
+            self._stop_camera(name, f"rebalanced away from worker {self.worker_id}")
+        owned = set(self.workers)
+        for name in sorted(desired):
+            if len(owned) >= share:
+                break
+            if name not in owned and leases.acquire(name):
+                self.bus.publish_status("camera", name, "acquired", f"worker {self.worker_id}")
+                owned.add(name)
+        return {name: desired[name] for name in owned if name in desired}
+
+    def _stop_camera(self, name: str, reason: str, release: bool = True) -> None:
         worker = self.workers.pop(name)
         self._specs.pop(name, None)
         worker.request_stop()
         worker.join(15)
-        self.bus.publish_status("camera", name, "stopped", "detached")
+        self.bus.publish_status("camera", name, "stopped", reason)
+        if self.leases is not None and release:
+            self.leases.release(name)
 
     def _report_overflow(self) -> None:
         dropped = self.bus.stats.dropped
@@ -119,8 +148,14 @@ class Gate:
             last_control = "$"
         while not stop.is_set():
             desired = self._desired()
-            if desired is not None:
-                self._apply(desired)
+            try:
+                if desired is not None:
+                    self._apply(desired)
+            except redis.RedisError as exc:
+                log.warning("redis error while managing cameras: %s", redact_text(exc))
+            if self.leases is not None and self.leases.must_stop_all():
+                for name in list(self.workers):  # fencing: our leases may expire soon
+                    self._stop_camera(name, "cannot renew the camera lease", release=False)
             self._publish_state()
             self._report_overflow()
             try:
@@ -136,7 +171,11 @@ class Gate:
         for name, worker in list(self.workers.items()):
             worker.join(15)
             self.bus.publish_status("camera", name, "stopped", "gate stopping")
+            if self.leases is not None:
+                self.leases.release(name)
         self.workers.clear()
+        if self.leases is not None:
+            self.leases.leave()
         self.scoring.close()
         self.bus.publish_status("worker", self.worker_id, "stopped", "")
         if self.metrics_server is not None:

@@ -37,7 +37,9 @@ EVENT_FIELDS: dict[str, str] = {
 STATUS_FIELDS: dict[str, str] = {
     "kind": "camera | worker",
     "name": "camera name or worker id",
-    "state": "online | offline | ended | error | stopped (cameras); started | stopped | overflow (workers)",
+    "state": "online | offline | ended | error | stopped | acquired (cameras); "
+             "started | stopped | overflow (workers)",
+    "worker": "id of the gate worker that wrote the entry (host-pid)",
     "reason": "why (credentials removed)",
     "ts": "seconds since epoch",
 }

@@ -106,6 +106,8 @@ class CameraSource:
             if not container.streams.video:
                 raise SourceError("no video stream in the source")
             stream = container.streams.video[0]
+            if stream.codec_context is None:
+                raise SourceError("unsupported codec: no decoder for this stream")
             stream.thread_type = "AUTO"
             is_file = _is_file(self.url)
             started = time.monotonic()

@@ -186,23 +186,26 @@ def test_a_broken_camera_is_reported_while_others_keep_working(redis_server, red
     (tmp_path / "notes.mp4").write_text("this is not a video")
     data = looped_video.read_bytes()
     (tmp_path / "truncated.mp4").write_bytes(data[: len(data) // 3])
+    (tmp_path / "unsupported.mp4").write_bytes(data.replace(b"avc1", b"zzzz"))  # a codec nobody decodes
     gate = RunningGate(redis_server.url, [
         CameraConfig(name="good", url=rtsp_server.url("cam")),
         CameraConfig(name="wrongpath", url=rtsp_server.url("nothing-here")),
         CameraConfig(name="down", url=f"rtsp://user:s3cret@127.0.0.1:{free_port()}/cam"),
         CameraConfig(name="notvideo", url=str(tmp_path / "notes.mp4")),
         CameraConfig(name="truncated", url=str(tmp_path / "truncated.mp4")),
+        CameraConfig(name="unsupported", url=str(tmp_path / "unsupported.mp4")),
     ])
     try:
         status = statuses(read_stream(redis_client, KEYS.status, lambda e: {
             s["name"] for s in statuses(e) if s["state"] in ("offline", "ended")} >= {
-            "wrongpath", "down", "notvideo", "truncated"}))
+            "wrongpath", "down", "notvideo", "truncated", "unsupported"}))
         read_stream(redis_client, KEYS.events, lambda e: any(ev.camera == "good" for ev in events_of(e)))
     finally:
         gate.close()
     reasons = {s["name"]: s["reason"] for s in status if s["state"] in ("offline", "ended")}
     assert "cannot open" in reasons["down"] and "cannot open" in reasons["wrongpath"]
     assert "cannot open" in reasons["notvideo"]
+    assert "unsupported codec" in reasons["unsupported"]
     assert reasons["truncated"]  # ends (or errors) with a reason; the good camera is unaffected
     everything = json.dumps(statuses(read_stream(redis_client, KEYS.status, lambda e: True)))
     assert "s3cret" not in everything
