@@ -35,6 +35,7 @@ class Detector:
         max_side: int | None = 640,
         backend: Backend | None = None,
         cache: Path | None = None,
+        threads: int | None = None,
     ) -> None:
         manifest, onnx_path = load_model(model, cache)
         self.manifest: Manifest = manifest
@@ -42,7 +43,7 @@ class Detector:
         self.nms_threshold = nms_threshold
         self.top_k = top_k
         self.max_side = max_side
-        self._backend = backend or OnnxRuntimeBackend(onnx_path)
+        self._backend = backend or OnnxRuntimeBackend(onnx_path, threads=threads)
 
     def _prepare(self, frame: np.ndarray) -> tuple[np.ndarray, float]:
         """Resize (down only) and zero-pad to the stride; return image and scale back."""

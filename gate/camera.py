@@ -46,6 +46,7 @@ class CameraWorker:
         self.last_frame_ts: float | None = None
         self.detection_seconds = None  # a prometheus Histogram child, set by the gate
         self.source: CameraSource | None = None
+        self._last_scored: dict[int, float] = {}
         self._thread = threading.Thread(target=self._run, name=f"camera-{camera.name}", daemon=True)
 
     def start(self) -> None:
@@ -100,10 +101,14 @@ class CameraWorker:
         in_source = faces.scaled(frame.scale)
         update = self.tracker.update(in_source, frame.ts)
         small = None
+        interval = self.config.bestshot.score_interval_s
         for track, det in update.matched:
             bbox = in_source.boxes_px[det]
             if not self.shot.eligible(bbox, frame.source_w, frame.source_h):
                 continue
+            if frame.ts - self._last_scored.get(track.track_id, float("-inf")) < interval:
+                continue
+            self._last_scored[track.track_id] = frame.ts
             if small is None:
                 side = self.config.bestshot.frame_jpeg_max_side
                 h, w = frame.image.shape[:2]
@@ -117,6 +122,7 @@ class CameraWorker:
             self.scoring.submit(ScoreJob(self.shot, sample))
             self.submitted += 1
         for track in update.ended:
+            self._last_scored.pop(track.track_id, None)
             self.scoring.end_track(EndJob(self.shot, track.track_id, track.last_ts))
 
     def request_stop(self) -> None:

@@ -65,6 +65,8 @@ class DetectionConfig(_Section):
     fps: float = Field(default=5.0, gt=0, description="detections per second per camera")
     max_side: int = Field(default=640, ge=64, description="frames are detected at this longer side")
     score_threshold: float = Field(default=0.6, ge=0, le=1)
+    threads: int = Field(default=1, ge=0, description="ONNX Runtime threads per detection (cameras already run "
+                         "in parallel; 0 = all cores)")
 
 
 class TrackingConfig(_Section):
@@ -78,6 +80,8 @@ class BestShotConfig(_Section):
     edge_margin_px: float = Field(default=2.0, ge=0)
     update_margin: float = Field(default=5.0, ge=0, description="quality gain that triggers an update")
     update_interval_s: float = Field(default=2.0, ge=0, description="at most one update per track this often")
+    score_interval_s: float = Field(default=0.4, ge=0, description="score a track at most this often (0: every "
+                                    "detection); scoring is the gate's largest CPU cost after decoding")
     face_jpeg_max_bytes: int = Field(default=64 * 1024, ge=1024)
     frame_jpeg_max_bytes: int = Field(default=256 * 1024, ge=1024)
     frame_jpeg_max_side: int = Field(default=640, ge=64)

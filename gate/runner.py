@@ -50,7 +50,7 @@ class Gate:
         self._reported_drops = 0
         self.registry = CameraRegistry(self.client, self.keys)
         self.detector = Detector(score_threshold=min(config.detection.score_threshold, 0.5),
-                                 max_side=config.detection.max_side)
+                                 max_side=config.detection.max_side, threads=config.detection.threads or None)
         self.scorer = QualityScorer(config.quality.model, config.quality.backend, config.quality.batch_size)
         self.metrics = GateMetrics()
         self.scoring = ScoringQueue(self._timed_score, config.quality.queue_size, config.quality.batch_size)
