@@ -7,6 +7,7 @@
 # Prints what it saw; paste it into bench/README.md with the device and the date.
 set -uo pipefail
 PY=${PYTHON:-python3}
+export PYTHONPATH="$(pwd)${PYTHONPATH:+:$PYTHONPATH}"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || echo "no nvidia-smi"
 $PY - <<'PYEOF'
 import time
