@@ -4,7 +4,8 @@ Synthetic 512-d embeddings with identity structure (about 20 images per identity
 implementations consume the same draws; the last line prints
 ``speedup=<reference seconds / fast seconds> maxdiff=<max |label difference|>``.
 Before it, time and peak memory (tracemalloc: numpy allocations) of the fast path at
-growing N, to show memory grows no faster than linearly.
+growing N, to show memory grows no faster than linearly. The fast path is warmed up once
+and timed as the best of three runs; the reference runs once (about a minute).
 
     python bench/pseudolabels.py [--n 20000] [--scale 20000,100000,500000]
 """
@@ -59,8 +60,12 @@ def main() -> None:
         del embeddings, identities
 
     embeddings, identities = synthetic_embeddings(args.n)
-    fast, fast_s = timed(lambda: fast_labels(embeddings, identities, params))
-    print(f"fast: {fast_s:.3f}s for N={args.n}", flush=True)
+    fast_labels(embeddings, identities, params)  # warm-up (thread pool, BLAS, caches), not timed
+    # The fast path takes well under a second, so other load on the machine shows in one
+    # run: take the best of three (as timeit does). The 1-minute reference averages it out.
+    runs = [timed(lambda: fast_labels(embeddings, identities, params)) for _ in range(3)]
+    fast, fast_s = min(runs, key=lambda r: r[1])
+    print(f"fast: {fast_s:.3f}s for N={args.n} (best of {', '.join(f'{s:.3f}' for _, s in runs)})", flush=True)
     ref, ref_s = timed(lambda: reference_labels(embeddings, identities, params))
     print(f"reference: {ref_s:.1f}s for N={args.n}")
     maxdiff = float(np.nanmax(np.abs(fast.labels - ref.labels)))

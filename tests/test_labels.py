@@ -193,3 +193,24 @@ def test_embeddings_are_cached_by_content(seed_set, tmp_path):
     cv2.imwrite(str(changed), cv2.GaussianBlur(cv2.imread(str(changed)), (0, 0), 3))
     third = embed_dataset(scan_identity_folders(data), cache_dir=tmp_path / "cache", progress=False)
     assert third.cache_hits == 11
+
+
+@pytest.mark.parametrize("shared_by", ["identity", "image"])
+def test_torch_products_give_the_same_labels(small_blocks, shared_by):
+    """The GPU path's code (torch float64 products), run here on torch's CPU device."""
+    emb, ids = synthetic([2, 5, 26, 40, 9, 1, 30])
+    params = LabelParams(negatives_shared_by=shared_by, repetitions=3)
+    on_torch = fast_labels(emb, ids, params, device="cpu")
+    reference = reference_labels(emb, ids, params)
+    assert np.nanmax(np.abs(on_torch.labels - reference.labels)) <= 1e-9
+
+
+@pytest.mark.gpu
+def test_labels_on_a_gpu_match_the_reference():
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU: the torch path is checked on the CPU device above")
+    emb, ids = synthetic([3, 25, 40, 12, 60])
+    params = LabelParams(repetitions=4)
+    assert np.nanmax(np.abs(fast_labels(emb, ids, params, device="cuda").labels
+                            - reference_labels(emb, ids, params).labels)) <= 1e-9

@@ -174,13 +174,24 @@ class _Features:
     formula the reference evaluates one pair at a time.
     """
 
-    def __init__(self, raw: np.ndarray) -> None:
+    def __init__(self, raw: np.ndarray, device: str | None = None) -> None:
+        self.device = device  # None: numpy; else a torch device ("cuda", "cpu") for the products
         self.raw32 = np.ascontiguousarray(raw, dtype=np.float32)
         raw64 = self.raw32.astype(np.float64)
         self.norms = np.sqrt(np.einsum("ij,ij->i", raw64, raw64))
 
     def rows64(self, index: np.ndarray) -> np.ndarray:
         return self.raw32[index].astype(np.float64)
+
+    def matmul(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """Batched float64 product, on the torch device when one was chosen (a GPU)."""
+        if self.device is None:
+            return np.matmul(a, b)
+        import torch
+
+        with torch.no_grad():
+            out = torch.from_numpy(a).to(self.device) @ torch.from_numpy(np.ascontiguousarray(b)).to(self.device)
+            return out.cpu().numpy()
 
 
 class _PositiveSims:
@@ -239,7 +250,7 @@ class _SharedNegatives:
         out = np.empty((n_rows, neg.shape[1]))
         for group, rows, keep, images, image_norms in self.groups:
             partner_rows = np.maximum(neg[group], 0)
-            dots = np.matmul(images, self.feats.rows64(partner_rows).transpose(0, 2, 1))
+            dots = self.feats.matmul(images, self.feats.rows64(partner_rows).transpose(0, 2, 1))
             sims = dots / (image_norms * self.feats.norms[partner_rows][:, None, :])
             out[rows[keep] - self.row_start] = sims[keep]
         return out
@@ -265,7 +276,7 @@ def _block_distances(feats: _Features, layout: Layout, positives: _PositiveSims,
             neg_idx = draws.neg[layout.identity_of_row[rows[use]] - first_id]
         else:
             partner_rows = np.maximum(draws.neg, 0)
-            dots = np.matmul(feats.rows64(partner_rows), feats.rows64(rows)[:, :, None])[..., 0]
+            dots = feats.matmul(feats.rows64(partner_rows), feats.rows64(rows)[:, :, None])[..., 0]
             neg_sims = dots / (feats.norms[partner_rows] * feats.norms[rows][:, None])
             neg_idx = draws.neg[use]
         pos_idx = draws.pos[use]
@@ -283,15 +294,33 @@ def _block_distances(feats: _Features, layout: Layout, positives: _PositiveSims,
     return rows, distances, pos_means, neg_means, n_pos
 
 
+def _torch_device(device: str) -> str | None:
+    """``auto``: a CUDA GPU through torch when present, else numpy (None)."""
+    if device == "numpy" or (device == "auto" and not os.path.exists("/dev/nvidiactl")):
+        return None  # no NVIDIA driver: do not pay torch's import for nothing
+    try:
+        import torch
+    except ImportError:
+        if device == "auto":
+            return None
+        raise
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else None
+    return device
+
+
 def fast_labels(embeddings: np.ndarray, identities: np.ndarray, params: LabelParams = DEFAULT_PARAMS,
-                workers: int | None = None, progress: ProgressFn | None = None) -> LabelResult:
+                workers: int | None = None, progress: ProgressFn | None = None,
+                device: str = "auto") -> LabelResult:
     """Pseudo-labels for all images, vectorised per identity block; equals :func:`reference_labels`.
 
     Blocks run on ``workers`` threads (default: the CPU count); numpy releases the GIL in
-    the matrix products, gathers and sorts that dominate.
+    the matrix products, gathers and sorts that dominate. ``device``: ``auto`` runs the
+    similarity products on a CUDA GPU through torch when one is present, else numpy;
+    ``numpy``, or a torch device name (``cuda``, ``cpu``) to force one.
     """
     order, layout, feats = _prepare(np.asarray(embeddings), np.asarray(identities))
-    features = _Features(feats)
+    features = _Features(feats, _torch_device(device))
     n = layout.n
     labelled = layout.sizes[layout.identity_of_row] >= 2
     positives = _PositiveSims(features, layout)

@@ -50,6 +50,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="departure: clip distances to [p, 100-p] percentiles before min-max")
     p.add_argument("--implementation", choices=("fast", "reference"), default="fast",
                    help="reference: per-image scipy loop (slow; for checking)")
+    p.add_argument("--device", default="auto",
+                   help="similarity products: auto (a CUDA GPU through torch when present), numpy, cuda, cpu")
     p.add_argument("--cache", type=Path, default=None, help="cache root for embeddings")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
@@ -158,7 +160,8 @@ def run(args: argparse.Namespace) -> int:
             result = reference_labels(embeddings, np.asarray(identities), params, progress=bar.update)
     else:
         with tqdm(total=len(identities), desc="labels", unit="img", disable=args.quiet) as bar:
-            result = fast_labels(embeddings, np.asarray(identities), params, progress=bar.update)
+            result = fast_labels(embeddings, np.asarray(identities), params, progress=bar.update,
+                                 device=getattr(args, "device", "auto"))
     seconds = time.perf_counter() - started
     args.out.mkdir(parents=True, exist_ok=True)
     write_labels(args.out, paths, identities, result)
