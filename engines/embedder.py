@@ -10,11 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
-from engines.backends import Backend
+from engines.backends import Backend, run_crops
 from engines.backends.onnxruntime import OnnxRuntimeBackend
 from engines.manifest import Manifest
 from engines.modelfiles import load_model
-from engines.preprocess import to_blob
 
 DEFAULT_RECOGNIZER = "sface-2021dec"
 
@@ -40,17 +39,10 @@ class Embedder:
 
     def embed(self, aligned_crops: np.ndarray) -> np.ndarray:
         """N×112×112×3 BGR uint8 → N×D float32 with unit L2 norm."""
-        crops = np.asarray(aligned_crops)
-        if crops.ndim == 3:
-            crops = crops[None]
-        chunks = []
-        for start in range(0, len(crops), self.batch_size):
-            blob = to_blob(crops[start : start + self.batch_size], self.manifest.input)
-            out = self._backend.run({self.manifest.input.name: blob})[self.manifest.outputs[0]]
-            chunks.append(out)
-        if not chunks:
+        out = run_crops(self._backend, self.manifest, aligned_crops, self.batch_size)
+        if out is None:
             return np.zeros((0, self.dim), np.float32)
-        raw = np.concatenate(chunks).astype(np.float32)
+        raw = out.astype(np.float32)
         norms = np.linalg.norm(raw, axis=1, keepdims=True)
         return raw / np.maximum(norms, 1e-12)
 

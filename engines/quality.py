@@ -12,11 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-from engines.backends import Backend
+from engines.backends import Backend, run_crops
 from engines.backends.onnxruntime import OnnxRuntimeBackend
 from engines.manifest import Manifest
 from engines.modelfiles import load_model, model_dir
-from engines.preprocess import to_blob
 from engines.registry import current_model
 
 log = logging.getLogger(__name__)
@@ -62,16 +61,10 @@ class QualityScorer:
 
     def score(self, aligned_crops: np.ndarray) -> np.ndarray:
         """N×112×112×3 BGR uint8 → N quality scores, clipped to the manifest's range."""
-        crops = np.asarray(aligned_crops)
-        if crops.ndim == 3:
-            crops = crops[None]
-        out = []
-        for start in range(0, len(crops), self.batch_size):
-            blob = to_blob(crops[start : start + self.batch_size], self.manifest.input)
-            out.append(self._backend.run({self.manifest.input.name: blob})[self.manifest.outputs[0]].reshape(-1))
-        if not out:
+        scores = run_crops(self._backend, self.manifest, aligned_crops, self.batch_size)
+        if scores is None:
             return np.zeros((0,), np.float32)
-        return np.clip(np.concatenate(out), self._low, self._high).astype(np.float32)
+        return np.clip(scores.reshape(-1), self._low, self._high).astype(np.float32)
 
     def close(self) -> None:
         self._backend.close()
