@@ -32,15 +32,26 @@ def _binary() -> str:
 
 
 class EmbeddedRedis:
-    def __init__(self) -> None:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
-        self._dir = tempfile.TemporaryDirectory(prefix="facegate-redis-")
+    """A private ``redis-server`` on loopback; ready (answers PING) when constructed.
+
+    ``port`` 0 picks a free one; ``extra`` adds server arguments (``--requirepass`` is
+    honoured for the readiness check); ``directory`` defaults to a temporary one.
+    """
+
+    def __init__(self, port: int = 0, extra: tuple[str, ...] = (), directory: Path | None = None) -> None:
+        if not port:
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", 0))
+                port = sock.getsockname()[1]
+        self.port = port
+        self._tmp = None if directory else tempfile.TemporaryDirectory(prefix="facegate-redis-")
+        workdir = directory or Path(self._tmp.name)
+        workdir.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(
             [_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", self._dir.name], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        client = redis.Redis(port=self.port)
+             "--dir", str(workdir), *extra], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        password = extra[extra.index("--requirepass") + 1] if "--requirepass" in extra else None
+        client = redis.Redis(port=self.port, password=password)
         deadline = time.monotonic() + 10
         while True:
             try:
@@ -49,8 +60,10 @@ class EmbeddedRedis:
             except redis.ConnectionError:
                 if self.process.poll() is not None or time.monotonic() > deadline:
                     self.stop()
-                    raise FacegateError("the embedded redis-server did not start") from None
-                time.sleep(0.05)
+                    raise FacegateError(f"redis-server did not start on port {self.port}") from None
+                time.sleep(0.05)  # polling a starting server
+            finally:
+                client.close()
 
     @property
     def url(self) -> str:
@@ -60,4 +73,5 @@ class EmbeddedRedis:
         if self.process.poll() is None:
             self.process.terminate()
             self.process.wait(10)
-        self._dir.cleanup()
+        if self._tmp is not None:
+            self._tmp.cleanup()

@@ -5,12 +5,13 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import av
 import redis
+
+from gate.embedded import EmbeddedRedis
 
 RTSP_SCRIPT = Path(__file__).with_name("rtsp_server.py")
 SYSTEM_PYTHON = "/usr/bin/python3"
@@ -24,49 +25,34 @@ def free_port() -> int:
 
 @dataclass
 class RedisServer:
-    process: subprocess.Popen
-    port: int
+    """The gate's own embedded redis-server, as the tests use it."""
+
+    server: EmbeddedRedis
+
+    @property
+    def process(self) -> subprocess.Popen:
+        return self.server.process
+
+    @property
+    def port(self) -> int:
+        return self.server.port
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return self.server.url
 
     def client(self) -> redis.Redis:
         return redis.Redis(port=self.port, decode_responses=False)
 
     def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=10)
-
-
-def _password(extra: tuple[str, ...]) -> str | None:
-    return extra[extra.index("--requirepass") + 1] if "--requirepass" in extra else None
+        self.server.stop()
 
 
 def start_redis(workdir: Path, extra: tuple[str, ...] = (), port: int | None = None) -> RedisServer:
     """Start redis-server on a free (or the given) loopback port; return once it answers PING."""
-    binary = shutil.which("redis-server")
-    if binary is None:
+    if shutil.which("redis-server") is None:
         raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
-    port = port or free_port()
-    workdir.mkdir(parents=True, exist_ok=True)
-    process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(workdir), *extra],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    client = redis.Redis(port=port, password=_password(extra))
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                raise RuntimeError(f"redis-server did not start on port {port}") from None
-            time.sleep(0.02)  # polling a starting server, not synchronising a test
-    return RedisServer(process, port)
+    return RedisServer(EmbeddedRedis(port or 0, extra, workdir))
 
 
 @dataclass
