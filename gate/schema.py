@@ -15,7 +15,7 @@ EventType = Literal["new", "update", "end"]
 
 # field → meaning (the README's event table is this dict).
 EVENT_FIELDS: dict[str, str] = {
-    "type": "new | update | end",
+    "type": "new, update or end",
     "event_id": "stable per track: the same id on new, update and end (idempotency key)",
     "camera": "camera name",
     "track": "track number, unique per camera and gate run",
@@ -35,10 +35,9 @@ EVENT_FIELDS: dict[str, str] = {
 }
 
 STATUS_FIELDS: dict[str, str] = {
-    "kind": "camera | worker",
+    "kind": "camera or worker",
     "name": "camera name or worker id",
-    "state": "online | offline | ended | error | stopped | acquired (cameras); "
-             "started | stopped | overflow (workers)",
+    "state": "cameras: online, offline, ended, error, stopped, acquired; workers: started, stopped, overflow",
     "worker": "id of the gate worker that wrote the entry (host-pid)",
     "reason": "why (credentials removed)",
     "ts": "seconds since epoch",

@@ -127,3 +127,14 @@ def test_scoring_queue_is_bounded_and_keeps_end_after_scores():
     release.set()
     queue.close()
     assert order[-1] == ("end", 11) and ("score", 11) in order
+
+
+def test_readme_documents_the_schema_as_defined():
+    """The event and status tables in the README are the schema module's, field by field."""
+    from pathlib import Path
+
+    from gate.schema import EVENT_FIELDS, STATUS_FIELDS
+
+    readme = Path(__file__).resolve().parents[1].joinpath("README.md").read_text()
+    for field, meaning in {**EVENT_FIELDS, **STATUS_FIELDS}.items():
+        assert f"| `{field}` | {meaning} |" in readme, field
