@@ -46,7 +46,11 @@ def test_events_survive_a_redis_restart(rtsp_server, tmp_path):
         first = events_of(read_stream(client, KEYS.events, lambda e: len(e) >= 1))
         server.stop()  # Redis goes away (no persistence: its data is gone too)
         gate.stop.set()  # the gate stops meanwhile: its end events must wait in the buffer
-        time.sleep(0.5)  # a real outage lasts a while; nothing else synchronises on this
+        bus = gate.gate.bus
+        deadline = time.monotonic() + 20
+        while not (bus.stats.redis_errors and bus.pending()):  # wait until writes failed and wait
+            assert time.monotonic() < deadline, "the bus never saw Redis go away"
+            time.sleep(0.02)  # polling the bus's state
         restarted = start_redis(tmp_path / "redis2", port=port)
         gate.thread.join(30)
         client = restarted.client()
