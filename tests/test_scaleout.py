@@ -55,6 +55,16 @@ def test_workers_share_cameras_and_take_over_from_a_dead_one(redis_server, redis
             _owners(e).get(c) not in (None, ids[victim.pid]) for c in CAMERAS), 60)
         events = read_stream(redis_client, KEYS.events, lambda e: orphaned <= {
             ev.camera for ev in events_of(e) if ev.type == "new" and ev.ts > killed_at}, 60)
+        # A worker joins: the two survivors (2 + 2 cameras) give surplus back to it.
+        joiner = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        workers.append(joiner)
+        ids[joiner.pid] = joiner.stdout.readline().split()[1].rstrip(":")
+        joined_at = time.time()
+        after = read_stream(redis_client, KEYS.status, lambda e: ids[joiner.pid] in _owners(e).values() and len(
+            _owners(e)) == len(CAMERAS), 60)
+        gained = {c for c, w in _owners(after).items() if w == ids[joiner.pid]}
+        events = read_stream(redis_client, KEYS.events, lambda e: gained <= {
+            ev.camera for ev in events_of(e) if ev.type == "new" and ev.ts > joined_at}, 60)
     finally:
         for process in workers:
             if process.poll() is None:
@@ -63,6 +73,11 @@ def test_workers_share_cameras_and_take_over_from_a_dead_one(redis_server, redis
             process.wait(30)
         server.stop()
     assert orphaned <= {ev.camera for ev in events_of(events) if ev.ts > killed_at}
+    rebalanced = defaultdict(list)
+    for camera, worker in _owners(after).items():
+        rebalanced[worker].append(camera)
+    assert sorted(len(v) for v in rebalanced.values()) == [1, 1, 2] and ids[victim.pid] not in rebalanced
+    assert gained and gained <= {ev.camera for ev in events_of(events) if ev.ts > joined_at}
     # Never two owners at once: each acquisition follows the previous owner's stop or death.
     holder: dict[str, tuple[str, float]] = {}
     for s in sorted((s for s in statuses(after) if s["kind"] == "camera"), key=lambda s: float(s["ts"])):
