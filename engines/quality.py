@@ -41,7 +41,7 @@ class QualityScorer:
     """Scores aligned 112×112 BGR crops; higher is more recognisable."""
 
     def __init__(self, model: str | None = None, backend: str = "auto", batch_size: int = 32,
-                 cache: Path | None = None, spin: bool = False) -> None:
+                 cache: Path | None = None, spin: bool = False, threads: int | None = None) -> None:
         name = model or current_model("quality")
         manifest, onnx_path = load_model(name, cache)
         self.manifest = manifest
@@ -56,7 +56,7 @@ class QualityScorer:
                 raise ModelError(f"TensorRT backend requested but unusable: "
                                  f"{tensorrt_unavailable_reason() or 'no plan built (trainer build)'}")
         self.backend_name = "tensorrt" if chosen else "onnxruntime"
-        self._backend = chosen or OnnxRuntimeBackend(onnx_path, spin=spin)
+        self._backend = chosen or OnnxRuntimeBackend(onnx_path, threads=threads, spin=spin)
         self._low, self._high = manifest.output_range or (0.0, 100.0)
 
     def score(self, aligned_crops: np.ndarray) -> np.ndarray:

@@ -56,6 +56,7 @@ class _TrackShot:
     best_quality: float = -1.0
     face_jpeg: bytes = b""
     frame_jpeg: bytes = b""
+    encoded: Sample | None = None  # the sample the JPEGs above were made from
     published_quality: float | None = None
     seq: int = 0
     last_publish_ts: float = float("-inf")
@@ -84,6 +85,10 @@ class BestShot:
     def _event(self, kind: str, shot: _TrackShot, end_ts: float | None = None) -> Event:
         best = shot.best
         assert best is not None
+        if shot.encoded is not best:  # encode only what an event carries, once per best frame
+            shot.face_jpeg = encode_capped(best.crop, self.config.face_jpeg_max_bytes)
+            shot.frame_jpeg = encode_capped(best.frame_small, self.config.frame_jpeg_max_bytes)
+            shot.encoded = best
         shot.seq += 1
         return Event(type=kind, event_id=shot.event_id, camera=self.camera, track=best.track_id, seq=shot.seq,
                      ts=best.ts, start_ts=best.start_ts, end_ts=end_ts, bbox=[float(v) for v in best.bbox],
@@ -95,8 +100,6 @@ class BestShot:
         shot = self.shots.setdefault(sample.track_id, _TrackShot(uuid.uuid4().hex))
         if quality > shot.best_quality:
             shot.best, shot.best_quality = sample, float(quality)
-            shot.face_jpeg = encode_capped(sample.crop, self.config.face_jpeg_max_bytes)
-            shot.frame_jpeg = encode_capped(sample.frame_small, self.config.frame_jpeg_max_bytes)
         if sample.hits < self.min_hits or shot.best is None:
             return
         if shot.published_quality is None:

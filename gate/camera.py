@@ -11,8 +11,6 @@ import logging
 import threading
 import time
 
-import cv2
-
 from engines.alignment import align_face
 from engines.detector import Detector
 from gate.bestshot import BestShot, Sample
@@ -20,11 +18,11 @@ from gate.bus import Bus
 from gate.config import CameraConfig, GateConfig
 from gate.redact import redact_url
 from gate.scoring import EndJob, ScoreJob, ScoringQueue
-from gate.source import CameraSource
+from gate.source import CameraSource, Frame
 from gate.tracker import Tracker
 
 log = logging.getLogger(__name__)
-WORKING_MAX_SIDE = 1280  # frames are converted to BGR at most this large (faces are aligned from it)
+WORKING_MAX_SIDE = 1920  # frames are converted to BGR at most this large (faces are aligned from it)
 
 
 class CameraWorker:
@@ -92,15 +90,15 @@ class CameraWorker:
             self._detect(frame)
         log.info("camera %s stopped (%s)", self.camera.name, redact_url(self.camera.url))
 
-    def _detect(self, frame) -> None:
+    def _detect(self, frame: Frame) -> None:
         started = time.perf_counter()
-        faces = self.detector.detect(frame.image)
+        image = frame.image_at(self.detector.max_side or max(frame.work_w, frame.work_h))
+        faces = self.detector.detect(image)
         if self.detection_seconds is not None:
             self.detection_seconds.observe(time.perf_counter() - started)
         self.detections += 1
-        in_source = faces.scaled(frame.scale)
+        in_source = faces.scaled(frame.source_w / image.shape[1])
         update = self.tracker.update(in_source, frame.ts)
-        small = None
         interval = self.config.bestshot.score_interval_s
         for track, det in update.matched:
             bbox = in_source.boxes_px[det]
@@ -109,16 +107,11 @@ class CameraWorker:
             if frame.ts - self._last_scored.get(track.track_id, float("-inf")) < interval:
                 continue
             self._last_scored[track.track_id] = frame.ts
-            if small is None:
-                side = self.config.bestshot.frame_jpeg_max_side
-                h, w = frame.image.shape[:2]
-                factor = min(1.0, side / max(h, w))
-                small = cv2.resize(frame.image, (round(w * factor), round(h * factor)), interpolation=cv2.INTER_AREA) \
-                    if factor < 1 else frame.image
+            landmarks = in_source.landmarks_px[det]
             sample = Sample(track.track_id, track.hits, frame.ts, track.first_ts,
-                            align_face(frame.image, faces.landmarks_px[det]), small, bbox.copy(),
-                            in_source.landmarks_px[det].copy(), float(faces.scores[det]),
-                            frame.source_w, frame.source_h)
+                            align_face(frame.image, landmarks / frame.scale),
+                            frame.image_at(self.config.bestshot.frame_jpeg_max_side), bbox.copy(),
+                            landmarks.copy(), float(faces.scores[det]), frame.source_w, frame.source_h)
             self.scoring.submit(ScoreJob(self.shot, sample))
             self.submitted += 1
         for track in update.ended:

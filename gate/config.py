@@ -91,6 +91,8 @@ class QualityConfig(_Section):
     model: str | None = Field(default=None, description="model folder or name; default: current")
     backend: Literal["auto", "onnxruntime", "tensorrt"] = "auto"
     batch_size: int = Field(default=32, ge=1)
+    threads: int = Field(default=1, ge=0, description="ONNX Runtime threads for scoring (0 = all cores); one "
+                         "costs the least CPU per face, more lower the latency on a machine with idle cores")
     queue_size: int = Field(default=256, ge=1, description="bounded: oldest work dropped beyond it")
 
 

@@ -51,7 +51,8 @@ class Gate:
         self.registry = CameraRegistry(self.client, self.keys)
         self.detector = Detector(score_threshold=min(config.detection.score_threshold, 0.5),
                                  max_side=config.detection.max_side, threads=config.detection.threads or None)
-        self.scorer = QualityScorer(config.quality.model, config.quality.backend, config.quality.batch_size)
+        self.scorer = QualityScorer(config.quality.model, config.quality.backend, config.quality.batch_size,
+                                    threads=config.quality.threads or None)
         self.metrics = GateMetrics()
         self.scoring = ScoringQueue(self._timed_score, config.quality.queue_size, config.quality.batch_size)
         self.bus.on_event_written = self.metrics.frame_to_event_seconds.observe

@@ -2,8 +2,8 @@
 
 Every open has open and read timeouts (a hung server never blocks a reader forever);
 a stream that ends, errors or stalls is a disconnect: the source reports it, waits with
-exponential backoff and reopens. Decoding uses FFmpeg's own threads and converts
-straight to BGR at the working resolution. NVDEC is tried when asked or available and
+exponential backoff and reopens. Decoding uses FFmpeg's own threads; a frame is
+converted to BGR at the working resolution only when something looks at it. NVDEC is tried when asked or available and
 falls back to software silently (NOTES: without a GPU, the cuda hwaccel raises
 PermissionError at open).
 """
@@ -14,7 +14,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import av
@@ -26,19 +25,44 @@ from gate.redact import redact_text, redact_url
 log = logging.getLogger(__name__)
 
 
-@dataclass
 class Frame:
-    """A decoded frame in BGR at the working resolution, and the source's own size."""
+    """A decoded frame and the source's own size; BGR images made on demand, once each.
 
-    ts: float
-    image: np.ndarray
-    source_w: int
-    source_h: int
+    Detection looks at a few frames per second of a 25–30 fps stream: converting every
+    frame to BGR (a colour conversion and a copy) would cost as much as decoding it. So
+    nothing is converted until asked for, and each size is converted once: FFmpeg's
+    scaler makes the detector's small image straight from the decoded YUV planes (one
+    pass, area filter), and the working image for alignment is only made for frames
+    whose faces are scored.
+    """
+
+    def __init__(self, ts: float, video: av.VideoFrame, work_w: int, work_h: int) -> None:
+        self.ts = ts
+        self.source_w, self.source_h = video.width, video.height
+        self.work_w, self.work_h = work_w, work_h
+        self._video = video
+        self._images: dict[tuple[int, int], np.ndarray] = {}
+
+    def _convert(self, width: int, height: int) -> np.ndarray:
+        image = self._images.get((width, height))
+        if image is None:
+            image = self._video.to_ndarray(format="bgr24", width=width, height=height, interpolation="AREA")
+            self._images[(width, height)] = image
+        return image
+
+    @property
+    def image(self) -> np.ndarray:
+        """BGR at the working resolution (faces are aligned from it)."""
+        return self._convert(self.work_w, self.work_h)
+
+    def image_at(self, max_side: int) -> np.ndarray:
+        """BGR with the longer side at most ``max_side`` (and never above the working size)."""
+        return self._convert(*_working_size(self.work_w, self.work_h, max_side))
 
     @property
     def scale(self) -> float:
         """Source pixels per working-image pixel."""
-        return self.source_w / self.image.shape[1]
+        return self.source_w / self.work_w
 
 
 class SourceError(Exception):
@@ -117,9 +141,7 @@ class CameraSource:
                 for frame in container.decode(stream):
                     if self.stop.is_set():
                         return
-                    width, height = frame.width, frame.height
-                    work_w, work_h = _working_size(width, height, self.max_side)
-                    image = frame.to_ndarray(format="bgr24", width=work_w, height=work_h)
+                    work_w, work_h = _working_size(frame.width, frame.height, self.max_side)
                     ts = time.time()
                     if is_file and frame.pts is not None and frame.time_base is not None:
                         seconds = float(frame.pts * frame.time_base)
@@ -131,7 +153,7 @@ class CameraSource:
                             if delay > 0 and self.stop.wait(delay):
                                 return
                     self.frame_count += 1
-                    yield Frame(ts, image, width, height)
+                    yield Frame(ts, frame, work_w, work_h)
             except av.error.FFmpegError as exc:
                 raise SourceError(redact_text(f"stream error: {type(exc).__name__}: {exc.strerror or exc}")) from None
         if not is_file:

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import threading
 
+import cv2
 import numpy as np
 import pytest
 
@@ -80,18 +81,23 @@ def _sample(track_id, hits, ts, value=0):
 def test_best_shot_policy_new_update_end():
     events = []
     shot = BestShot("cam", BestShotConfig(update_margin=5, update_interval_s=1.0), 2, "m@1", events.append)
-    shot.on_scored(_sample(1, 1, 0.0), 50.0)  # not confirmed yet: nothing published
+    shot.on_scored(_sample(1, 1, 0.0, 10), 50.0)  # not confirmed yet: nothing published
     assert events == []
-    shot.on_scored(_sample(1, 2, 0.2), 40.0)
+    shot.on_scored(_sample(1, 2, 0.2, 20), 40.0)
     assert [e.type for e in events] == ["new"] and events[0].quality == 50.0  # the best so far, from hit 1
-    shot.on_scored(_sample(1, 3, 0.4), 58.0)  # +8 but within the interval: no update yet
-    shot.on_scored(_sample(1, 4, 1.5), 59.0)
+    shot.on_scored(_sample(1, 3, 0.4, 30), 58.0)  # +8 but within the interval: no update yet
+    shot.on_scored(_sample(1, 4, 1.5, 40), 59.0)
     assert [e.type for e in events] == ["new", "update"] and events[1].quality == 59.0
-    shot.on_scored(_sample(1, 5, 1.7), 20.0)
+    shot.on_scored(_sample(1, 5, 1.7, 70), 20.0)
     shot.on_end(1, 2.0)
     assert [e.type for e in events] == ["new", "update", "end"]
     assert events[2].quality == 59.0 and events[2].end_ts == 2.0
     assert len({e.event_id for e in events}) == 1 and [e.seq for e in events] == [1, 2, 3]
+    # Each event's JPEG shows its best frame (encoded when published, not at every new best).
+    shown = [float(cv2.imdecode(np.frombuffer(e.face_jpeg, np.uint8), cv2.IMREAD_GRAYSCALE).mean()) for e in events]
+    assert np.allclose(shown, [10, 40, 40], atol=2)
+    assert all(cv2.imdecode(np.frombuffer(e.frame_jpeg, np.uint8), cv2.IMREAD_COLOR).shape == (90, 160, 3)
+               for e in events)
     assert not shot.eligible(np.array([0, 10, 80, 90.0]), 640, 360)  # touches the edge
     assert not shot.eligible(np.array([100, 100, 120, 120.0]), 640, 360)  # too small
 
