@@ -5,12 +5,17 @@ RTSP server, then runs each as its own process and measures its user + system CP
 seconds (``/proc/PID/stat``, all threads) over the same steady-state window of
 ``--seconds``, after ``--warmup`` seconds (imports, model loading, RTSP connect):
 
-  (a) decoding alone: the gate's own source code path (PyAV, same settings), frames dropped;
+  (a) decoding alone: the gate's own source code path (PyAV, same settings), every frame
+      decoded and none converted: the gate converts only the frames it detects on;
   (b) the full gate: ``gate run`` (detect at 5 fps, track, score, publish to a local Redis).
+
+``--breakdown`` adds two runs that say where (b) − (a) goes: the gate with detection but
+no scoring (no face passes the size guard), and decoding plus a BGR conversion of every
+frame at the detector's size (what a reader that converts every frame pays).
 
 Last line: ``ratio=<b/a>`` (target ≤ 1.5 on 2 cores).
 
-    python bench/gate_cpu.py [--seconds 30]
+    python bench/gate_cpu.py [--seconds 30] [--breakdown]
 """
 
 from __future__ import annotations
@@ -36,7 +41,8 @@ from gate.camera import WORKING_MAX_SIDE
 stop = threading.Event()
 threading.Timer(float(sys.argv[2]), stop.set).start()
 source = CameraSource(sys.argv[1], SourceConfig(), stop, "tcp", WORKING_MAX_SIDE)
-count = sum(1 for _ in source.frames())
+convert = len(sys.argv) > 3
+count = sum(1 for frame in source.frames() if not convert or frame.image_at(640) is not None)
 print(f"decoded {count} frames")
 """
 
@@ -94,6 +100,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=30.0, help="measured window")
     parser.add_argument("--warmup", type=float, default=8.0, help="seconds before the window")
+    parser.add_argument("--breakdown", action="store_true", help="also measure detection without scoring and "
+                        "decoding with every frame converted")
     args = parser.parse_args()
     from engines.paths import cache_root
     from tests.support.servers import start_redis, start_rtsp
@@ -108,18 +116,33 @@ def main() -> None:
     try:
         url = rtsp.url("cam")
         run_for = str(args.warmup + args.seconds + 30)
+        rows: list[tuple[str, float]] = []
+
+        def gate(label: str, extra: str = "") -> float:
+            config = work / "gate.yaml"
+            config.write_text(f"cameras:\n  - name: cam\n    url: {url}\ndetection:\n  fps: 5\n{extra}")
+            used = cpu_seconds([sys.executable, "-m", "gate.cli", "run", "--config", str(config), "--redis",
+                                redis_server.url], args.warmup, args.seconds, env)
+            rows.append((label, used))
+            return used
+
         decode = cpu_seconds([sys.executable, "-c", DECODE_ONLY, url, run_for], args.warmup, args.seconds, env)
-        config = work / "gate.yaml"
-        config.write_text(f"cameras:\n  - name: cam\n    url: {url}\ndetection:\n  fps: 5\n")
-        full = cpu_seconds([sys.executable, "-m", "gate.cli", "run", "--config", str(config), "--redis",
-                            redis_server.url], args.warmup, args.seconds, env)
+        rows.append(("decode alone", decode))
+        if args.breakdown:
+            converted = cpu_seconds([sys.executable, "-c", DECODE_ONLY, url, run_for, "convert"], args.warmup,
+                                    args.seconds, env)
+            rows.append(("decode + BGR 640 px, every frame", converted))
+            gate("gate, detection only (no scoring)", "bestshot:\n  min_face_px: 100000\n")
+            redis_server.client().delete("facegate:events")
+        full = gate("full gate")
         events = redis_server.client().xlen("facegate:events")
     finally:
         rtsp.stop()
         redis_server.stop()
     print(f"window {args.seconds:.0f}s after {args.warmup:.0f}s warm-up, 1080p25 H.264 over RTSP/TCP")
-    print(f"decode alone: {decode:6.1f} CPU s ({decode / args.seconds:.0%} of a core)")
-    print(f"full gate:    {full:6.1f} CPU s ({full / args.seconds:.0%} of a core), {events} events")
+    for label, used in rows:
+        print(f"{label:34s} {used:6.1f} CPU s ({used / args.seconds:4.0%} of a core, {used / decode:.2f}× decode)")
+    print(f"{events} events from the full gate")
     print(f"ratio={full / decode:.2f}")
 
 
