@@ -15,7 +15,7 @@ frame at the detector's size (what a reader that converts every frame pays).
 
 Last line: ``ratio=<b/a>`` (target ≤ 1.5 on 2 cores).
 
-    python bench/gate_cpu.py [--seconds 30] [--breakdown]
+    python bench/gate_cpu.py [--seconds 30] [--breakdown] [--set detection.max_side=480 ...]
 """
 
 from __future__ import annotations
@@ -102,7 +102,16 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=8.0, help="seconds before the window")
     parser.add_argument("--breakdown", action="store_true", help="also measure detection without scoring and "
                         "decoding with every frame converted")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="gate setting for the measured runs, e.g. detection.max_side=480 (repeatable)")
     args = parser.parse_args()
+    settings: dict[str, list[str]] = {}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        section, _, name = key.partition(".")
+        if not (section and name and value):
+            parser.error(f"--set wants SECTION.KEY=VALUE, got {item!r}")
+        settings.setdefault(section, []).append(f"  {name}: {value}\n")
     from engines.paths import cache_root
     from tests.support.servers import start_redis, start_rtsp
     from trainer.media import gather_media
@@ -118,9 +127,14 @@ def main() -> None:
         run_for = str(args.warmup + args.seconds + 30)
         rows: list[tuple[str, float]] = []
 
-        def gate(label: str, extra: str = "") -> float:
+        def gate(label: str, extra: dict[str, list[str]] | None = None) -> float:
+            sections = {"detection": ["  fps: 5\n"]}
+            for source in (settings, extra or {}):
+                for section, lines in source.items():
+                    sections.setdefault(section, []).extend(lines)
             config = work / "gate.yaml"
-            config.write_text(f"cameras:\n  - name: cam\n    url: {url}\ndetection:\n  fps: 5\n{extra}")
+            config.write_text(f"cameras:\n  - name: cam\n    url: {url}\n"
+                              + "".join(f"{name}:\n{''.join(lines)}" for name, lines in sections.items()))
             used = cpu_seconds([sys.executable, "-m", "gate.cli", "run", "--config", str(config), "--redis",
                                 redis_server.url], args.warmup, args.seconds, env)
             rows.append((label, used))
@@ -132,14 +146,15 @@ def main() -> None:
             converted = cpu_seconds([sys.executable, "-c", DECODE_ONLY, url, run_for, "convert"], args.warmup,
                                     args.seconds, env)
             rows.append(("decode + BGR 640 px, every frame", converted))
-            gate("gate, detection only (no scoring)", "bestshot:\n  min_face_px: 100000\n")
+            gate("gate, detection only (no scoring)", {"bestshot": ["  min_face_px: 100000\n"]})
             redis_server.client().delete("facegate:events")
         full = gate("full gate")
         events = redis_server.client().xlen("facegate:events")
     finally:
         rtsp.stop()
         redis_server.stop()
-    print(f"window {args.seconds:.0f}s after {args.warmup:.0f}s warm-up, 1080p25 H.264 over RTSP/TCP")
+    print(f"window {args.seconds:.0f}s after {args.warmup:.0f}s warm-up, 1080p25 H.264 over RTSP/TCP"
+          + (f"; gate settings: {' '.join(args.set)}" if args.set else ""))
     for label, used in rows:
         print(f"{label:34s} {used:6.1f} CPU s ({used / args.seconds:4.0%} of a core, {used / decode:.2f}× decode)")
     print(f"{events} events from the full gate")

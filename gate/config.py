@@ -111,6 +111,8 @@ class GateConfig(_Section):
     quality: QualityConfig = QualityConfig()
     scaleout: ScaleOutConfig = ScaleOutConfig()
     metrics_port: int | None = Field(default=None, description="Prometheus endpoint port; none = off")
+    metrics_host: str = Field(default="127.0.0.1", description="address the endpoint listens on; 0.0.0.0 lets a "
+                              "Prometheus server on another machine scrape it")
 
     def redis_url(self, override: str | None = None) -> str | None:
         return override or os.environ.get(REDIS_URL_ENV) or self.redis.url

@@ -46,6 +46,8 @@ class _GateCollector:
         per_camera = {
             "facegate_frames_decoded": ("Frames decoded", lambda w: w.frames),
             "facegate_frames_detected": ("Frames that went through detection", lambda w: w.detections),
+            "facegate_frames_skipped": ("Frames decoded but not detected (between detections at the camera's "
+                                        "detection rate)", lambda w: max(0, w.frames - w.detections)),
             "facegate_faces_submitted": ("Faces queued for scoring", lambda w: w.submitted),
             "facegate_reconnects": ("Source reconnect attempts", lambda w: w.source.reconnects if w.source else 0),
         }
@@ -59,6 +61,11 @@ class _GateCollector:
         for camera, worker in workers.items():
             up.add_metric([camera], 1.0 if worker.state == "online" else 0.0)
         yield up
+        state = GaugeMetricFamily("facegate_camera_state", "1 for the camera's current state (starting, online, "
+                                  "offline, error, ended)", labels=["camera", "state"])
+        for camera, worker in workers.items():
+            state.add_metric([camera, worker.state], 1.0)
+        yield state
         yield CounterMetricFamily("facegate_faces_scored", "Faces scored", value=gate.scoring.scored)
         yield CounterMetricFamily("facegate_scoring_dropped", "Crops dropped under overload",
                                   value=gate.scoring.dropped)

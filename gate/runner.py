@@ -56,7 +56,8 @@ class Gate:
         self.metrics = GateMetrics()
         self.scoring = ScoringQueue(self._timed_score, config.quality.queue_size, config.quality.batch_size)
         self.bus.on_event_written = self.metrics.frame_to_event_seconds.observe
-        self.metrics_server = serve(self, config.metrics_port) if config.metrics_port is not None else None
+        self.metrics_server = serve(self, config.metrics_port, config.metrics_host) \
+            if config.metrics_port is not None else None
         self.workers: dict[str, CameraWorker] = {}
         self._specs: dict[str, CameraConfig] = {}
         self.leases = LeaseManager(self.client, self.keys, self.worker_id, config.scaleout.lease_s) \

@@ -272,6 +272,12 @@ def test_metrics_endpoint_and_health(redis_server, redis_client, rtsp_server):
     assert values['facegate_frames_detected_total{camera="cam"}'] >= 2
     assert values["facegate_faces_scored_total"] >= 1 and values["facegate_events_published_total"] >= 1
     assert values['facegate_camera_up{camera="cam"}'] == 1.0
+    assert values['facegate_camera_state{camera="cam",state="online"}'] == 1.0
+    decoded, detected, skipped = (values[f'facegate_frames_{k}_total{{camera="cam"}}']
+                                  for k in ("decoded", "detected", "skipped"))
+    # Detection runs at 5 frames per second of a 25–30 fps video; the rest are counted as skipped
+    # (read one after another while the camera runs, so only bounds hold exactly).
+    assert detected < skipped <= decoded
     assert values["facegate_frame_to_event_seconds_count"] >= 1
     assert values['facegate_detection_seconds_count{camera="cam"}'] >= 2
     assert health["ok"] is True and health["cameras"] == 1
