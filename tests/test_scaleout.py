@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
+from itertools import pairwise
 
 from gate.schema import Keys
 from tests.support.servers import start_rtsp
@@ -78,6 +79,17 @@ def test_workers_share_cameras_and_take_over_from_a_dead_one(redis_server, redis
         rebalanced[worker].append(camera)
     assert sorted(len(v) for v in rebalanced.values()) == [1, 1, 2] and ids[victim.pid] not in rebalanced
     assert gained and gained <= {ev.camera for ev in events_of(events) if ev.ts > joined_at}
+    # By event ids: the video shows one person, so two workers on one camera at once would give
+    # two tracks whose spans overlap. A track spans start_ts to its end_ts (last seen), or at
+    # least to its latest best frame while it has no end event (the killed worker's tracks).
+    spans: dict[str, dict[str, list[float]]] = defaultdict(dict)
+    for ev in events_of(events):
+        span = spans[ev.camera].setdefault(ev.event_id, [ev.start_ts, ev.ts])
+        span[1] = max(span[1], ev.end_ts if ev.type == "end" else ev.ts)
+    assert len(spans) == len(CAMERAS)
+    for camera, tracks in spans.items():
+        ordered = sorted(tracks.values())
+        assert all(later[0] >= earlier[1] for earlier, later in pairwise(ordered)), (camera, ordered)
     # Never two owners at once: each acquisition follows the previous owner's stop or death.
     holder: dict[str, tuple[str, float]] = {}
     for s in sorted((s for s in statuses(after) if s["kind"] == "camera"), key=lambda s: float(s["ts"])):
