@@ -16,6 +16,7 @@ import redis
 from engines.errors import FacegateError
 from gate.config import REDIS_URL_ENV, ConfigError, load_config
 from gate.redact import redact_text, redact_url
+from gate.schema import DEFAULT_PREFIX, Keys
 
 
 def _redis_url(args: argparse.Namespace, config=None) -> str:
@@ -49,7 +50,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_attach(args: argparse.Namespace) -> int:
     from gate.registry import CameraRegistry, RegistryError
-    from gate.schema import Keys
 
     registry = CameraRegistry(_client(args), Keys(args.prefix))
     try:
@@ -62,7 +62,6 @@ def cmd_attach(args: argparse.Namespace) -> int:
 
 def cmd_detach(args: argparse.Namespace) -> int:
     from gate.registry import CameraRegistry
-    from gate.schema import Keys
 
     removed = CameraRegistry(_client(args), Keys(args.prefix)).detach(args.name)
     print(f"detached {args.name}" if removed else f"{args.name} was not registered")
@@ -71,12 +70,11 @@ def cmd_detach(args: argparse.Namespace) -> int:
 
 def cmd_cameras(args: argparse.Namespace) -> int:
     from gate.registry import CameraRegistry
-    from gate.schema import Keys
 
     client = _client(args)
     keys = Keys(args.prefix)
     cameras = CameraRegistry(client, keys).cameras()
-    states = {k.decode(): json.loads(v) for k, v in client.hgetall(f"{keys.prefix}camera_state").items()}
+    states = {k.decode(): json.loads(v) for k, v in client.hgetall(keys.camera_state).items()}
     rows = []
     for name in sorted(set(cameras) | set(states)):
         state = states.get(name, {})
@@ -128,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--redis", default=None, help=f"redis:// or rediss:// URL (default ${REDIS_URL_ENV})")
-    common.add_argument("--prefix", default="facegate:", help="key prefix")
+    common.add_argument("--prefix", default=DEFAULT_PREFIX, help="key prefix")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", parents=[common], help="run the gate (cameras from config and registry)")

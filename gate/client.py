@@ -15,12 +15,12 @@ from __future__ import annotations
 import redis
 
 from gate.bus import connect
-from gate.schema import Event, Keys
+from gate.schema import DEFAULT_PREFIX, Event, Keys
 
 
 class EventSubscriber:
     def __init__(self, url: str, group: str = "facegate", consumer: str = "consumer-1",
-                 prefix: str = "facegate:", start: str = "0", client: redis.Redis | None = None) -> None:
+                 prefix: str = DEFAULT_PREFIX, start: str = "0", client: redis.Redis | None = None) -> None:
         self.keys = Keys(prefix)
         self.group, self.consumer = group, consumer
         self.client = client or connect(url)

@@ -11,6 +11,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from engines.errors import FacegateError
+from gate.schema import DEFAULT_PREFIX
 
 REDIS_URL_ENV = "FACEGATE_REDIS_URL"
 CAMERA_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -26,7 +27,7 @@ class _Section(BaseModel):
 
 class RedisConfig(_Section):
     url: str | None = Field(default=None, description=f"redis:// or rediss:// URL; else ${REDIS_URL_ENV}")
-    prefix: str = Field(default="facegate:", description="key prefix, so deployments can share one Redis")
+    prefix: str = Field(default=DEFAULT_PREFIX, description="key prefix, so deployments can share one Redis")
     events_maxlen: int = Field(default=10_000, ge=100, description="approximate length cap of the event stream")
     buffer_size: int = Field(default=10_000, ge=1, description="entries held in memory while Redis is away")
     spill_dir: str | None = Field(default=None, description="spill folder beyond that (default: cache/spool)")

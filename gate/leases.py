@@ -43,13 +43,10 @@ class LeaseManager:
         self._renew = client.register_script(_RENEW)
         self._release = client.register_script(_RELEASE)
 
-    def _lease(self, camera: str) -> str:
-        return f"{self.keys.prefix}lease:{camera}"
-
     def heartbeat(self) -> list[str]:
         """Announce this worker; return the ids of the live workers (this one included), sorted."""
         now_ms = int(time.time() * 1000)
-        key = f"{self.keys.prefix}workers"
+        key = self.keys.workers
         pipe = self.client.pipeline()
         pipe.zadd(key, {self.worker_id: now_ms})
         pipe.zremrangebyscore(key, 0, now_ms - self.ttl_ms)
@@ -64,24 +61,24 @@ class LeaseManager:
         return base + (1 if rank < extra else 0)
 
     def acquire(self, camera: str) -> bool:
-        return bool(self.client.set(self._lease(camera), self.worker_id, nx=True, px=self.ttl_ms))
+        return bool(self.client.set(self.keys.lease(camera), self.worker_id, nx=True, px=self.ttl_ms))
 
     def renew(self, cameras: list[str]) -> set[str]:
         """Renew the leases still ours; return those (the others were lost)."""
         if not cameras:
             self.last_renewed = time.monotonic()
             return set()
-        kept = self._renew(keys=[self._lease(c) for c in cameras], args=[self.worker_id, self.ttl_ms])
+        kept = self._renew(keys=[self.keys.lease(c) for c in cameras], args=[self.worker_id, self.ttl_ms])
         self.last_renewed = time.monotonic()
         return {cameras[int(i) - 1] for i in kept}
 
     def release(self, camera: str) -> None:
         with contextlib.suppress(redis.RedisError):  # otherwise it expires by itself
-            self._release(keys=[self._lease(camera)], args=[self.worker_id])
+            self._release(keys=[self.keys.lease(camera)], args=[self.worker_id])
 
     def leave(self) -> None:
         with contextlib.suppress(redis.RedisError):
-            self.client.zrem(f"{self.keys.prefix}workers", self.worker_id)
+            self.client.zrem(self.keys.workers, self.worker_id)
 
     def must_stop_all(self) -> bool:
         """True when renewals failed for long enough that a lease may soon expire."""

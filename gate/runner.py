@@ -138,7 +138,7 @@ class Gate:
                   for name, w in self.workers.items()}
         try:
             if states:
-                self.client.hset(f"{self.keys.prefix}camera_state", mapping=states)
+                self.client.hset(self.keys.camera_state, mapping=states)
         except redis.RedisError:
             pass  # state is advisory; events and status are buffered by the bus
 

@@ -44,11 +44,14 @@ STATUS_FIELDS: dict[str, str] = {
 }
 
 
+DEFAULT_PREFIX = "facegate:"
+
+
 @dataclass(frozen=True)
 class Keys:
     """Redis key names under one prefix, so deployments can share a Redis."""
 
-    prefix: str = "facegate:"
+    prefix: str = DEFAULT_PREFIX
 
     @property
     def events(self) -> str:
@@ -65,6 +68,17 @@ class Keys:
     @property
     def control(self) -> str:
         return f"{self.prefix}control"
+
+    @property
+    def camera_state(self) -> str:
+        return f"{self.prefix}camera_state"
+
+    @property
+    def workers(self) -> str:
+        return f"{self.prefix}workers"
+
+    def lease(self, camera: str) -> str:
+        return f"{self.prefix}lease:{camera}"
 
 
 @dataclass

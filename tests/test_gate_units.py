@@ -136,11 +136,16 @@ def test_scoring_queue_is_bounded_and_keeps_end_after_scores():
 
 
 def test_readme_documents_the_schema_as_defined():
-    """The event and status tables in the README are the schema module's, field by field."""
+    """The key, event and status tables in the README are the schema module's, entry by entry."""
     from pathlib import Path
 
-    from gate.schema import EVENT_FIELDS, STATUS_FIELDS
+    from gate.schema import EVENT_FIELDS, STATUS_FIELDS, Keys
 
     readme = Path(__file__).resolve().parents[1].joinpath("README.md").read_text()
     for field, meaning in {**EVENT_FIELDS, **STATUS_FIELDS}.items():
         assert f"| `{field}` | {meaning} |" in readme, field
+    keys = Keys()
+    names = [getattr(keys, name) for name in vars(Keys) if isinstance(vars(Keys)[name], property)]
+    assert len(names) == 6
+    for key in [*names, keys.lease("<camera>")]:
+        assert f"| `{key}` |" in readme, key
