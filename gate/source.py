@@ -3,9 +3,9 @@
 Every open has open and read timeouts (a hung server never blocks a reader forever);
 a stream that ends, errors or stalls is a disconnect: the source reports it, waits with
 exponential backoff and reopens. Decoding uses FFmpeg's own threads; a frame is
-converted to BGR at the working resolution only when something looks at it. NVDEC is tried when asked or available and
-falls back to software silently (NOTES: without a GPU, the cuda hwaccel raises
-PermissionError at open).
+converted to BGR only when something looks at it. NVDEC is tried when asked or
+available and falls back to software silently (NOTES: without a GPU, the cuda hwaccel
+raises PermissionError at open).
 """
 
 from __future__ import annotations

