@@ -3,9 +3,10 @@
 Every open has open and read timeouts (a hung server never blocks a reader forever);
 a stream that ends, errors or stalls is a disconnect: the source reports it, waits with
 exponential backoff and reopens. Decoding uses FFmpeg's own threads; a frame is
-converted to BGR only when something looks at it. NVDEC is tried when asked or
-available and falls back to software silently (NOTES: without a GPU, the cuda hwaccel
-raises PermissionError at open).
+converted to BGR only when something looks at it. NVDEC is used when the process found
+it usable (``gate/nvdec.py``: probed once per process, one CUDA context for all cameras);
+each attempt opens the stream once, and the decoder in use is reported when the camera
+comes online.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ from pathlib import Path
 import av
 import numpy as np
 
+from gate import nvdec
 from gate.config import SourceConfig
+from gate.nvdec import HardwareUnavailable
 from gate.redact import redact_text, redact_url
 
 log = logging.getLogger(__name__)
@@ -101,6 +104,7 @@ class CameraSource:
         self.reconnects = 0
         self.frame_count = 0
         self.online = False
+        self.decoder = ""  # e.g. "h264 (software)" or "h264 (nvdec)", once a frame was decoded
 
     def _open(self):
         options = {}
@@ -110,18 +114,28 @@ class CameraSource:
         path = self.url[len("file://"):] if self.url.startswith("file://") else self.url
         if _is_file(self.url) and not Path(path).is_file():
             raise SourceError(f"no such file: {path}")
-        hwaccel = None
-        if self.config.hwaccel != "none" and "cuda" in av.codec.hwaccel.hwdevices_available():
-            hwaccel = av.codec.hwaccel.HWAccel(device_type="cuda", allow_software_fallback=True)
+        mode = self.config.hwaccel
+        hwaccel = nvdec.hwaccel_for(mode)  # no device asked for when the process found NVDEC unusable
+        if hwaccel is None:
+            return av.open(path, options=options, timeout=timeout)
         try:
-            return av.open(path, options=options, timeout=timeout, hwaccel=hwaccel) if hwaccel else \
-                av.open(path, options=options, timeout=timeout)
-        except av.error.PermissionError:
-            return av.open(path, options=options, timeout=timeout)  # no GPU: software decoding
+            return av.open(path, options=options, timeout=timeout, hwaccel=hwaccel)
+        except av.error.FFmpegError:
+            # PyAV creates the device inside av.open: was it the stream or the device?
+            device_error = nvdec.NVDEC.recheck()
+            if device_error is None:
+                raise  # the stream's own error
+            if mode == "cuda":
+                raise HardwareUnavailable(f"hwaccel: cuda, but NVDEC is unusable: {device_error}") from None
+            return av.open(path, options=options, timeout=timeout)  # the device failed: software from now on
+        except RuntimeError as exc:  # PyAV: no stream NVDEC can decode, and no fallback allowed
+            raise HardwareUnavailable(f"hwaccel: cuda, but NVDEC cannot decode this stream: {exc}") from None
 
     def _frames_once(self) -> Iterator[Frame]:
         try:
             container = self._open()
+        except HardwareUnavailable:
+            raise
         except av.error.FFmpegError as exc:
             raise SourceError(redact_text(f"cannot open: {type(exc).__name__}: {exc.strerror or exc}")) from None
         except OSError as exc:
@@ -153,6 +167,8 @@ class CameraSource:
                             if delay > 0 and self.stop.wait(delay):
                                 return
                     self.frame_count += 1
+                    if not self.decoder:
+                        self.decoder = nvdec.decoder_name(stream.codec_context)
                     yield Frame(ts, frame, work_w, work_h)
             except av.error.FFmpegError as exc:
                 raise SourceError(redact_text(f"stream error: {type(exc).__name__}: {exc.strerror or exc}")) from None
@@ -162,21 +178,26 @@ class CameraSource:
             raise EndOfFile("end of file")
 
     def frames(self) -> Iterator[Frame]:
-        """Frames across reconnects; returns when ``stop`` is set."""
+        """Frames across reconnects; returns when ``stop`` is set or the camera cannot work as configured."""
         backoff = self.config.backoff_initial_s
         while not self.stop.is_set():
+            self.decoder = ""
             try:
                 for frame in self._frames_once():
                     if not self.online:
                         self.online = True
                         backoff = self.config.backoff_initial_s
-                        self.on_state("online", "")
+                        self.on_state("online", f"decoder {self.decoder}")
                     yield frame
                 if self.stop.is_set():
                     return
                 continue  # a looping file source: reopen at once
             except EndOfFile:
                 self.on_state("ended", "end of file")
+                return
+            except HardwareUnavailable as exc:  # retrying cannot help: the process's answer is final
+                self.on_state("error", redact_text(str(exc)))
+                log.error("camera %s: %s", redact_url(self.url), redact_text(str(exc)))
                 return
             except SourceError as exc:
                 reason = str(exc)
