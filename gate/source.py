@@ -80,6 +80,13 @@ def _is_file(url: str) -> bool:
     return "://" not in url or url.startswith("file://")
 
 
+def _duration_s(stream) -> float | None:
+    """The video stream's duration from the file's header, in seconds (None when unknown)."""
+    if stream.duration is None or stream.time_base is None:
+        return None
+    return float(stream.duration * stream.time_base)
+
+
 def _working_size(width: int, height: int, max_side: int) -> tuple[int, int]:
     if max(width, height) <= max_side:
         return width, height
@@ -151,6 +158,8 @@ class CameraSource:
             started = time.monotonic()
             wall_start = time.time()
             first_pts = None
+            played_s = 0.0  # of a file: how far its frames reached
+            interval_s = 1.0 / float(stream.average_rate) if stream.average_rate else 0.0
             try:
                 for frame in container.decode(stream):
                     if self.stop.is_set():
@@ -161,6 +170,7 @@ class CameraSource:
                         seconds = float(frame.pts * frame.time_base)
                         first_pts = seconds if first_pts is None else first_pts
                         offset = seconds - first_pts
+                        played_s = max(played_s, offset + interval_s)
                         ts = wall_start + offset
                         if self.config.realtime_files:
                             delay = offset - (time.monotonic() - started)
@@ -172,8 +182,13 @@ class CameraSource:
                     yield Frame(ts, frame, work_w, work_h)
             except av.error.FFmpegError as exc:
                 raise SourceError(redact_text(f"stream error: {type(exc).__name__}: {exc.strerror or exc}")) from None
-        if not is_file:
-            raise SourceError("end of stream")
+            if not is_file:
+                raise SourceError("end of stream")
+            expected_s = _duration_s(stream)
+            if expected_s and played_s < expected_s - max(1.0, 0.01 * expected_s):
+                # FFmpeg's threaded decoder drops a cut-off last packet silently: the header's
+                # duration is what tells a truncated file from a short one.
+                raise EndOfFile(f"file truncated: its video ends at {played_s:.1f} s of {expected_s:.1f} s")
         if not self.config.loop_files:
             raise EndOfFile("end of file")
 
@@ -192,8 +207,8 @@ class CameraSource:
                 if self.stop.is_set():
                     return
                 continue  # a looping file source: reopen at once
-            except EndOfFile:
-                self.on_state("ended", "end of file")
+            except EndOfFile as exc:
+                self.on_state("ended", str(exc))
                 return
             except HardwareUnavailable as exc:  # retrying cannot help: the process's answer is final
                 self.on_state("error", redact_text(str(exc)))
