@@ -1,9 +1,12 @@
 """Build a TensorRT plan from an ONNX model (TensorRT 10 and 11 Python API).
 
 Precision comes from a strongly typed network: the types in the ONNX file decide (an
-FP16 export for FP16), because TensorRT 11 has no FP16/INT8 builder flags. One
-optimisation profile spans batch 1..max_batch. Needs the full ``tensorrt`` package (with
-builder and ONNX parser) and a GPU; :func:`build_unavailable_reason` says why not.
+FP16 export for FP16), because TensorRT 11 has no FP16/INT8 builder flags. TF32, which
+TensorRT turns on by default for FP32 layers, is cleared unless the plan is named
+``tf32``: a plan called fp32 computes in fp32. One optimisation profile spans batch
+1..max_batch. Plans are built for this TensorRT version and this GPU only (not
+version-compatible: see ``engines/backends/tensorrt.py``). Needs the full ``tensorrt``
+package (builder and ONNX parser) and a GPU; :func:`build_unavailable_reason` says why not.
 """
 
 from __future__ import annotations
@@ -13,15 +16,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engines.errors import ModelError
+from engines.paths import sha256_file
+
+PRECISIONS = ("fp16", "fp32", "tf32")
 
 
 @dataclass(frozen=True)
 class BuiltPlan:
     path: Path
+    precision: str
     tensorrt_version: str
     gpu: str
     compute_capability: str
     max_batch: int
+    tf32: bool
+    sha256: str
 
 
 def build_unavailable_reason() -> str | None:
@@ -37,15 +46,21 @@ def build_unavailable_reason() -> str | None:
     return tensorrt_unavailable_reason()
 
 
-def build_plan(onnx_path: Path, plan_path: Path, input_shape_chw: tuple[int, int, int], max_batch: int = 64,
-               workspace_bytes: int = 2 << 30) -> BuiltPlan:
-    """Parse ``onnx_path`` and write a serialized engine to ``plan_path``."""
+def build_plan(onnx_path: Path, plan_path: Path, input_shape_chw: tuple[int, int, int], precision: str = "fp16",
+               max_batch: int = 64, workspace_bytes: int = 2 << 30) -> BuiltPlan:
+    """Parse ``onnx_path`` (already in the precision's types) and write a serialized engine to ``plan_path``."""
+    if precision not in PRECISIONS:
+        raise ModelError(f"unknown precision {precision!r}; one of {', '.join(PRECISIONS)}")
     reason = build_unavailable_reason()
     if reason:
         raise ModelError(f"cannot build a TensorRT engine: {reason}")
-    import pycuda.driver as cuda
     import tensorrt as trt
 
+    from engines.backends.tensorrt import tensorrt_runtime
+
+    runtime, reason = tensorrt_runtime()
+    if runtime is None:
+        raise ModelError(f"cannot build a TensorRT engine: {reason}")
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     flags = 0
@@ -58,6 +73,9 @@ def build_plan(onnx_path: Path, plan_path: Path, input_shape_chw: tuple[int, int
         raise ModelError(f"TensorRT cannot parse {onnx_path}: {errors}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_bytes)
+    if precision == "fp32":
+        config.clear_flag(trt.BuilderFlag.TF32)  # on by default: an fp32 plan must not round to TF32
+    tf32 = config.get_flag(trt.BuilderFlag.TF32)
     profile = builder.create_optimization_profile()
     name = network.get_input(0).name
     profile.set_shape(name, (1, *input_shape_chw), (max(1, max_batch // 2), *input_shape_chw),
@@ -67,7 +85,5 @@ def build_plan(onnx_path: Path, plan_path: Path, input_shape_chw: tuple[int, int
     if serialized is None:
         raise ModelError(f"TensorRT failed to build an engine from {onnx_path}")
     plan_path.write_bytes(bytes(serialized))
-    cuda.init()
-    device = cuda.Device(0)
-    major, minor = device.compute_capability()
-    return BuiltPlan(plan_path, trt.__version__, device.name(), f"{major}.{minor}", max_batch)
+    return BuiltPlan(plan_path, precision, runtime.version, runtime.gpu, runtime.compute_capability, max_batch,
+                     bool(tf32), sha256_file(plan_path))

@@ -1,8 +1,11 @@
 """Quality scorer: aligned crops → SDD-FIQA quality 0..100, batched.
 
-Runs the current quality model (``engines/models/current.json``) or a named one, on
-TensorRT when a built plan, the ``tensorrt`` package and a GPU are present (``backend=
-"auto"``), else on ONNX Runtime. The manifest says how to feed it.
+Runs the current quality model (``engines/models/current.json``) or a named one. With
+``backend="auto"`` it runs a TensorRT plan when one recorded in the manifest was built for
+the running TensorRT version and GPU (``engines/plans.py``) and loads, else ONNX Runtime,
+saying why in one log line: a warning when something GPU-side was there to fall back
+from (a recorded plan, or a usable TensorRT), an info line on a plain CPU machine.
+``backend="tensorrt"`` fails with that reason instead. The manifest says how to feed it.
 """
 
 from __future__ import annotations
@@ -14,27 +17,31 @@ import numpy as np
 
 from engines.backends import Backend, run_crops
 from engines.backends.onnxruntime import OnnxRuntimeBackend
+from engines.errors import ModelError
 from engines.manifest import Manifest
 from engines.modelfiles import load_model, model_dir
+from engines.plans import select_plan
 from engines.registry import current_model
 
 log = logging.getLogger(__name__)
 
 
-def _tensorrt_backend(manifest: Manifest, directory: Path) -> Backend | None:
-    """A TensorRT backend for this model if a plan for this GPU exists, else None."""
-    from engines.backends.tensorrt import TensorRTBackend, tensorrt_unavailable_reason
+def _tensorrt_backend(manifest: Manifest, directory: Path) -> tuple[Backend | None, str, bool]:
+    """(backend, "", _) with the plan that fits this machine, or (None, why not, whether to warn)."""
+    from engines.backends import tensorrt
 
-    reason = tensorrt_unavailable_reason()
-    if reason:
-        log.info("quality model on ONNX Runtime: %s", reason)
-        return None
-    for entry in manifest.engines.values():
-        plan = directory / entry["file"]
-        if plan.is_file():
-            return TensorRTBackend(plan)
-    log.info("quality model on ONNX Runtime: no TensorRT plan built for %s", manifest.tag)
-    return None
+    runtime, reason = tensorrt.tensorrt_runtime()
+    if runtime is None:
+        return None, reason, bool(manifest.engines)
+    choice = select_plan(manifest.engines, directory, runtime)
+    if choice.path is None:
+        return None, choice.reason, True
+    try:
+        backend = tensorrt.TensorRTBackend(choice.path)
+    except ModelError as exc:
+        return None, f"plan {choice.key}: {exc}", True
+    log.info("quality model %s on TensorRT %s (%s, plan %s)", manifest.tag, runtime.version, runtime.gpu, choice.key)
+    return backend, "", False
 
 
 class QualityScorer:
@@ -48,13 +55,12 @@ class QualityScorer:
         self.batch_size = batch_size
         chosen: Backend | None = None
         if backend in ("auto", "tensorrt"):
-            chosen = _tensorrt_backend(manifest, model_dir(name))
+            chosen, reason, warn = _tensorrt_backend(manifest, model_dir(name))
             if chosen is None and backend == "tensorrt":
-                from engines.backends.tensorrt import tensorrt_unavailable_reason
-                from engines.errors import ModelError
-
-                raise ModelError(f"TensorRT backend requested but unusable: "
-                                 f"{tensorrt_unavailable_reason() or 'no plan built (trainer build)'}")
+                raise ModelError(f"TensorRT backend requested for {manifest.tag} but unusable: {reason}")
+            if chosen is None:
+                log.log(logging.WARNING if warn else logging.INFO, "quality model %s on ONNX Runtime: %s",
+                        manifest.tag, reason)
         self.backend_name = "tensorrt" if chosen else "onnxruntime"
         self._backend = chosen or OnnxRuntimeBackend(onnx_path, threads=threads, spin=spin)
         self._low, self._high = manifest.output_range or (0.0, 100.0)

@@ -39,6 +39,7 @@ class CameraWorker:
         self.shot = BestShot(camera.name, config.bestshot, config.tracking.min_hits, model_tag, bus.publish_event)
         self.tracker = Tracker(config.tracking.iou_threshold, config.tracking.max_unseen_s)
         self.state, self.last_error = "starting", ""
+        self.decoder = ""  # what decodes the stream, e.g. "h264 (software)" (gate cameras shows it)
         self.frames = self.detections = self.submitted = 0
         self.fps = 0.0
         self.last_frame_ts: float | None = None
@@ -55,7 +56,11 @@ class CameraWorker:
             self._end_tracks()
         if state != self.state or reason != self.last_error:
             self.bus.publish_status("camera", self.camera.name, state, reason)
-        self.state, self.last_error = state, reason or self.last_error
+        self.state = state
+        if state == "online":  # the reason names the decoder, not an error
+            self.decoder = self.source.decoder if self.source else ""
+        else:
+            self.last_error = reason or self.last_error
 
     def _end_tracks(self) -> None:
         for track in self.tracker.end_all():

@@ -81,13 +81,15 @@ def cmd_cameras(args: argparse.Namespace) -> int:
         stale = state and time.time() - state.get("ts", 0) > 10
         rows.append({"name": name, "url": redact_url(cameras[name].url) if name in cameras else "(config)",
                      "state": ("stale: " if stale else "") + state.get("state", "not running"),
-                     "fps": state.get("fps", 0.0), "last_error": redact_text(state.get("last_error", ""))})
+                     "fps": state.get("fps", 0.0), "decoder": state.get("decoder", ""),
+                     "last_error": redact_text(state.get("last_error", ""))})
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
-    print(f"{'camera':<16} {'state':<14} {'fps':>5}  {'url':<40} last error")
+    print(f"{'camera':<16} {'state':<14} {'fps':>5}  {'decoder':<16} {'url':<40} last error")
     for row in rows:
-        print(f"{row['name']:<16} {row['state']:<14} {row['fps']:>5.1f}  {row['url']:<40} {row['last_error']}")
+        print(f"{row['name']:<16} {row['state']:<14} {row['fps']:>5.1f}  {row['decoder'] or '-':<16} "
+              f"{row['url']:<40} {row['last_error']}")
     return 0
 
 
@@ -149,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     detach.add_argument("name")
     detach.set_defaults(func=cmd_detach)
 
-    cameras = sub.add_parser("cameras", parents=[common], help="registered cameras, state, fps, last error")
+    cameras = sub.add_parser("cameras", parents=[common], help="registered cameras, state, fps, decoder, last error")
     cameras.add_argument("--json", action="store_true")
     cameras.set_defaults(func=cmd_cameras)
 

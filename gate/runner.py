@@ -134,7 +134,8 @@ class Gate:
 
     def _publish_state(self) -> None:
         states = {name: json.dumps({"state": w.state, "fps": round(w.fps, 1), "last_error": w.last_error,
-                                    "frames": w.frames, "worker": self.worker_id, "ts": round(time.time(), 3)})
+                                    "decoder": w.decoder, "frames": w.frames, "worker": self.worker_id,
+                                    "ts": round(time.time(), 3)})
                   for name, w in self.workers.items()}
         try:
             if states:

@@ -3,9 +3,10 @@
 Every open has open and read timeouts (a hung server never blocks a reader forever);
 a stream that ends, errors or stalls is a disconnect: the source reports it, waits with
 exponential backoff and reopens. Decoding uses FFmpeg's own threads; a frame is
-converted to BGR only when something looks at it. NVDEC is tried when asked or
-available and falls back to software silently (NOTES: without a GPU, the cuda hwaccel
-raises PermissionError at open).
+converted to BGR only when something looks at it. NVDEC is used when the process found
+it usable (``gate/nvdec.py``: probed once per process, one CUDA context for all cameras);
+each attempt opens the stream once, and the decoder in use is reported when the camera
+comes online.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ from pathlib import Path
 import av
 import numpy as np
 
+from gate import nvdec
 from gate.config import SourceConfig
+from gate.nvdec import HardwareUnavailable
 from gate.redact import redact_text, redact_url
 
 log = logging.getLogger(__name__)
@@ -77,6 +80,13 @@ def _is_file(url: str) -> bool:
     return "://" not in url or url.startswith("file://")
 
 
+def _duration_s(stream) -> float | None:
+    """The video stream's duration from the file's header, in seconds (None when unknown)."""
+    if stream.duration is None or stream.time_base is None:
+        return None
+    return float(stream.duration * stream.time_base)
+
+
 def _working_size(width: int, height: int, max_side: int) -> tuple[int, int]:
     if max(width, height) <= max_side:
         return width, height
@@ -101,6 +111,7 @@ class CameraSource:
         self.reconnects = 0
         self.frame_count = 0
         self.online = False
+        self.decoder = ""  # e.g. "h264 (software)" or "h264 (nvdec)", once a frame was decoded
 
     def _open(self):
         options = {}
@@ -110,18 +121,28 @@ class CameraSource:
         path = self.url[len("file://"):] if self.url.startswith("file://") else self.url
         if _is_file(self.url) and not Path(path).is_file():
             raise SourceError(f"no such file: {path}")
-        hwaccel = None
-        if self.config.hwaccel != "none" and "cuda" in av.codec.hwaccel.hwdevices_available():
-            hwaccel = av.codec.hwaccel.HWAccel(device_type="cuda", allow_software_fallback=True)
+        mode = self.config.hwaccel
+        hwaccel = nvdec.hwaccel_for(mode)  # no device asked for when the process found NVDEC unusable
+        if hwaccel is None:
+            return av.open(path, options=options, timeout=timeout)
         try:
-            return av.open(path, options=options, timeout=timeout, hwaccel=hwaccel) if hwaccel else \
-                av.open(path, options=options, timeout=timeout)
-        except av.error.PermissionError:
-            return av.open(path, options=options, timeout=timeout)  # no GPU: software decoding
+            return av.open(path, options=options, timeout=timeout, hwaccel=hwaccel)
+        except av.error.FFmpegError:
+            # PyAV creates the device inside av.open: was it the stream or the device?
+            device_error = nvdec.NVDEC.recheck()
+            if device_error is None:
+                raise  # the stream's own error
+            if mode == "cuda":
+                raise HardwareUnavailable(f"hwaccel: cuda, but NVDEC is unusable: {device_error}") from None
+            return av.open(path, options=options, timeout=timeout)  # the device failed: software from now on
+        except RuntimeError as exc:  # PyAV: no stream NVDEC can decode, and no fallback allowed
+            raise HardwareUnavailable(f"hwaccel: cuda, but NVDEC cannot decode this stream: {exc}") from None
 
     def _frames_once(self) -> Iterator[Frame]:
         try:
             container = self._open()
+        except HardwareUnavailable:
+            raise
         except av.error.FFmpegError as exc:
             raise SourceError(redact_text(f"cannot open: {type(exc).__name__}: {exc.strerror or exc}")) from None
         except OSError as exc:
@@ -137,6 +158,8 @@ class CameraSource:
             started = time.monotonic()
             wall_start = time.time()
             first_pts = None
+            played_s = 0.0  # of a file: how far its frames reached
+            interval_s = 1.0 / float(stream.average_rate) if stream.average_rate else 0.0
             try:
                 for frame in container.decode(stream):
                     if self.stop.is_set():
@@ -147,36 +170,49 @@ class CameraSource:
                         seconds = float(frame.pts * frame.time_base)
                         first_pts = seconds if first_pts is None else first_pts
                         offset = seconds - first_pts
+                        played_s = max(played_s, offset + interval_s)
                         ts = wall_start + offset
                         if self.config.realtime_files:
                             delay = offset - (time.monotonic() - started)
                             if delay > 0 and self.stop.wait(delay):
                                 return
                     self.frame_count += 1
+                    if not self.decoder:
+                        self.decoder = nvdec.decoder_name(stream.codec_context)
                     yield Frame(ts, frame, work_w, work_h)
             except av.error.FFmpegError as exc:
                 raise SourceError(redact_text(f"stream error: {type(exc).__name__}: {exc.strerror or exc}")) from None
-        if not is_file:
-            raise SourceError("end of stream")
+            if not is_file:
+                raise SourceError("end of stream")
+            expected_s = _duration_s(stream)
+            if expected_s and played_s < expected_s - max(1.0, 0.01 * expected_s):
+                # FFmpeg's threaded decoder drops a cut-off last packet silently: the header's
+                # duration is what tells a truncated file from a short one.
+                raise EndOfFile(f"file truncated: its video ends at {played_s:.1f} s of {expected_s:.1f} s")
         if not self.config.loop_files:
             raise EndOfFile("end of file")
 
     def frames(self) -> Iterator[Frame]:
-        """Frames across reconnects; returns when ``stop`` is set."""
+        """Frames across reconnects; returns when ``stop`` is set or the camera cannot work as configured."""
         backoff = self.config.backoff_initial_s
         while not self.stop.is_set():
+            self.decoder = ""
             try:
                 for frame in self._frames_once():
                     if not self.online:
                         self.online = True
                         backoff = self.config.backoff_initial_s
-                        self.on_state("online", "")
+                        self.on_state("online", f"decoder {self.decoder}")
                     yield frame
                 if self.stop.is_set():
                     return
                 continue  # a looping file source: reopen at once
-            except EndOfFile:
-                self.on_state("ended", "end of file")
+            except EndOfFile as exc:
+                self.on_state("ended", str(exc))
+                return
+            except HardwareUnavailable as exc:  # retrying cannot help: the process's answer is final
+                self.on_state("error", redact_text(str(exc)))
+                log.error("camera %s: %s", redact_url(self.url), redact_text(str(exc)))
                 return
             except SourceError as exc:
                 reason = str(exc)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import threading
@@ -179,13 +180,28 @@ def test_a_restarted_gate_resumes_registered_cameras(redis_server, redis_client,
     assert {ev.camera for ev in events_of(entries[seen:])} == {"registered"}
 
 
+def _faststart_copy(source, target):
+    """The same packets with the index (moov) first, as streaming-friendly files have it."""
+    import av
+
+    with av.open(str(source)) as src, av.open(str(target), "w", options={"movflags": "faststart"}) as dst:
+        out_stream = dst.add_stream_from_template(src.streams.video[0])
+        for packet in src.demux(src.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = out_stream
+                dst.mux(packet)
+    return target
+
+
 def test_a_broken_camera_is_reported_while_others_keep_working(redis_server, redis_client, rtsp_server,
                                                               looped_video, tmp_path):
     from tests.support.servers import free_port
 
     (tmp_path / "notes.mp4").write_text("this is not a video")
     data = looped_video.read_bytes()
-    (tmp_path / "truncated.mp4").write_bytes(data[: len(data) // 3])
+    (tmp_path / "truncated.mp4").write_bytes(data[: len(data) // 3])  # index (moov) at the end: lost
+    streamable = _faststart_copy(looped_video, tmp_path / "streamable.mp4").read_bytes()
+    (tmp_path / "cut.mp4").write_bytes(streamable[: len(streamable) // 16])  # index first: plays, then stops
     (tmp_path / "unsupported.mp4").write_bytes(data.replace(b"avc1", b"zzzz"))  # a codec nobody decodes
     gate = RunningGate(redis_server.url, [
         CameraConfig(name="good", url=rtsp_server.url("cam")),
@@ -193,12 +209,13 @@ def test_a_broken_camera_is_reported_while_others_keep_working(redis_server, red
         CameraConfig(name="down", url=f"rtsp://user:s3cret@127.0.0.1:{free_port()}/cam"),
         CameraConfig(name="notvideo", url=str(tmp_path / "notes.mp4")),
         CameraConfig(name="truncated", url=str(tmp_path / "truncated.mp4")),
+        CameraConfig(name="cut", url=str(tmp_path / "cut.mp4")),
         CameraConfig(name="unsupported", url=str(tmp_path / "unsupported.mp4")),
     ])
     try:
         status = statuses(read_stream(redis_client, KEYS.status, lambda e: {
             s["name"] for s in statuses(e) if s["state"] in ("offline", "ended")} >= {
-            "wrongpath", "down", "notvideo", "truncated", "unsupported"}))
+            "wrongpath", "down", "notvideo", "truncated", "cut", "unsupported"}))
         read_stream(redis_client, KEYS.events, lambda e: any(ev.camera == "good" for ev in events_of(e)))
     finally:
         gate.close()
@@ -206,7 +223,8 @@ def test_a_broken_camera_is_reported_while_others_keep_working(redis_server, red
     assert "cannot open" in reasons["down"] and "cannot open" in reasons["wrongpath"]
     assert "cannot open" in reasons["notvideo"]
     assert "unsupported codec" in reasons["unsupported"]
-    assert reasons["truncated"]  # ends (or errors) with a reason; the good camera is unaffected
+    assert "InvalidDataError" in reasons["truncated"] and "invalid data" in reasons["truncated"].lower()
+    assert re.fullmatch(r"file truncated: its video ends at \d+\.\d s of 48\.0 s", reasons["cut"])
     everything = json.dumps(statuses(read_stream(redis_client, KEYS.status, lambda e: True)))
     assert "s3cret" not in everything
 

@@ -1,8 +1,7 @@
-"""The quality model: SFace import, training mechanics, export, TensorRT API, scoring."""
+"""The quality model: SFace import, training mechanics, export, TensorRT plans vs ONNX Runtime, scoring."""
 
 from __future__ import annotations
 
-import ast
 import json
 import subprocess
 import sys
@@ -137,21 +136,6 @@ def test_build_without_tensorrt_says_so_and_exits_nonzero():
     assert "TensorRT unavailable" in result.stderr and "stays usable" in result.stderr
 
 
-def test_tensorrt_backend_calls_only_runtime_methods_that_exist():
-    trt = pytest.importorskip("tensorrt_lean_bindings", reason="TensorRT lean runtime not installed")
-    from engines.backends import tensorrt as backend
-
-    for cls, members in backend.RUNTIME_API.items():
-        for member in members:
-            assert hasattr(getattr(trt, cls), member), f"{cls}.{member} missing in TensorRT {trt.__version__}"
-    # Every method called on the engine/context/runtime objects is declared above.
-    declared = {m for members in backend.RUNTIME_API.values() for m in members}
-    tree = ast.parse(Path(backend.__file__).read_text())
-    called = {node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)
-              and isinstance(node.value, ast.Attribute) and node.value.attr in ("_engine", "_context", "_runtime")}
-    assert called <= declared, f"undeclared TensorRT calls: {called - declared}"
-
-
 def test_fp16_compute_graph_keeps_the_interface(tiny_run, tmp_path):
     import onnx
 
@@ -167,22 +151,38 @@ def test_fp16_compute_graph_keeps_the_interface(tiny_run, tmp_path):
 
 
 @pytest.mark.gpu
-def test_tensorrt_scores_match_onnxruntime(tiny_run, seed_set, tmp_path):
+@pytest.mark.parametrize("precision", ["fp16", "fp32"])
+def test_tensorrt_scores_match_onnxruntime(seed_set, tmp_path, precision):
+    """The shipped model's plan (fp16: the default build; fp32: TF32 off) against ONNX Runtime."""
+    import shutil
+
+    from scipy.stats import spearmanr
+
     from engines.build import build_unavailable_reason
 
     reason = build_unavailable_reason()
     if reason:
         pytest.skip(f"TensorRT engine build unavailable: {reason}")
     from engines.quality import QualityScorer
+    from engines.registry import current_model
     from trainer.build import build_model
-    from trainer.export import export_onnx
 
-    export_onnx(tiny_run / "fit" / "checkpoints" / "last.pt", tmp_path / "m", "test-model", "0")
-    build_model(str(tmp_path / "m"), "fp32", 16)
-    crops = _crops(seed_set, "heldout", 40, originals_only=False)
-    gpu = QualityScorer(str(tmp_path / "m"), backend="tensorrt").score(crops)
-    cpu = QualityScorer(str(tmp_path / "m"), backend="onnxruntime").score(crops)
-    assert np.abs(gpu - cpu).max() < 0.05
+    model = tmp_path / "model"  # a copy: building never rewrites the tracked manifest
+    shutil.copytree(SHIPPED / current_model("quality"), model)
+    build_model(str(model), precision, 16)
+    crops = _crops(seed_set, "heldout", 40, originals_only=False)  # originals and degraded: a wide score range
+    gpu_scorer = QualityScorer(str(model), backend="tensorrt")
+    assert gpu_scorer.backend_name == "tensorrt"
+    gpu = gpu_scorer.score(crops)
+    cpu = QualityScorer(str(model), backend="onnxruntime").score(crops)
+    if precision == "fp32":
+        assert np.abs(gpu - cpu).max() < 0.05
+    else:
+        # fp16 keeps about three significant digits through the network: scores (0..100) may move
+        # by tenths, never by a point, and the order of crops (what picks a best shot) holds. (The
+        # same fp16 graph on ONNX Runtime's CPU kernels moved them by at most 0.03, Spearman 0.9998.)
+        assert np.abs(gpu - cpu).max() < 1.0
+        assert spearmanr(gpu, cpu).statistic > 0.99
 
 
 def test_score_command_prints_one_json_object_per_face(media_dir, tmp_path):

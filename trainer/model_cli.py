@@ -44,7 +44,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
     build = sub.add_parser("build", help="TensorRT engine for a model folder (needs TensorRT and a GPU)")
     build.add_argument("--model", default=None, help="model folder or name (default: current quality model)")
-    build.add_argument("--precision", choices=("fp16", "fp32"), default="fp16")
+    build.add_argument("--precision", choices=("fp16", "fp32", "tf32"), default="fp16",
+                       help="fp16 (default); fp32 computes in fp32 (TF32 off); tf32 lets FP32 layers use TF32")
     build.add_argument("--max-batch", type=int, default=64)
     build.set_defaults(func=run_build)
 
@@ -91,7 +92,8 @@ def run_build(args: argparse.Namespace) -> int:
     except FacegateError as exc:
         print(f"trainer build: {exc}; the ONNX model stays usable on ONNX Runtime", file=sys.stderr)
         return 3
-    print(f"build: {plan.path} (TensorRT {plan.tensorrt_version}, {plan.gpu}, sm {plan.compute_capability})")
+    print(f"build: {plan.path} ({plan.precision}, TensorRT {plan.tensorrt_version}, {plan.gpu}, "
+          f"compute capability {plan.compute_capability})")
     return 0
 
 
