@@ -166,18 +166,19 @@ class LeaseManager:
                 log.warning("lease of camera %s lost (taken over or expired)", lease.camera)
 
     def release(self, camera: str) -> None:
-        """Give the lease back (only while it is still ours); it is no longer renewed."""
-        with self._lock:
-            self.held.pop(camera, None)
-        with contextlib.suppress(redis.RedisError):  # otherwise it expires by itself
-            self._release(keys=[self.keys.lease(camera)], args=[self.worker_id])
-
-    def forget(self, camera: str) -> None:
-        """Stop renewing without releasing: the lease expires by itself (its camera did not stop)."""
+        """Give the lease back (only while it is still ours): from now on the camera may emit nothing."""
         with self._lock:
             lease = self.held.pop(camera, None)
         if lease is not None:
             lease.lost = True
+        with contextlib.suppress(redis.RedisError):  # otherwise it expires by itself
+            self._release(keys=[self.keys.lease(camera)], args=[self.worker_id])
+
+    def forget(self, camera: str) -> None:
+        """Stop renewing without releasing: the lease expires by itself (its camera did not stop, or
+        it is lost already). Its deadline still holds, so what was queued before can be published."""
+        with self._lock:
+            self.held.pop(camera, None)
 
     # -- membership --------------------------------------------------------------------
     def heartbeat(self) -> list[str]:

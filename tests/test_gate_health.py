@@ -122,6 +122,7 @@ def test_a_full_disk_under_the_spill_costs_entries_not_the_scorer(rtsp_server, d
     port, metrics = server.port, free_port()
     config = tmp_path / "gate.yaml"
     config.write_text(f"redis:\n  buffer_size: 1\n  spill_dir: {tmp_path / 'spool'}\nmetrics_port: {metrics}\n"
+                      "bestshot:\n  update_margin: 0\n  update_interval_s: 0\n"  # an event per scored face
                       f"cameras:\n  - name: cam\n    url: {rtsp_server.url('cam')}\n")
 
     def small_files() -> None:
