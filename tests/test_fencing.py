@@ -49,6 +49,7 @@ def test_paused_redis_never_lets_two_owners_overlap(looped_video, tmp_path):
     client = redis.client()
     config = tmp_path / "gate.yaml"
     config.write_text(f"scaleout:\n  enabled: true\n  lease_s: {lease_s}\ndetection:\n  fps: 3\n"
+                      "bestshot:\n  update_margin: 0\n  update_interval_s: 0\n"  # an event per scored face
                       f"redis:\n  spill_dir: {tmp_path / 'spool'}\n")
     for name in CAMERAS:
         subprocess.run([sys.executable, "-m", "gate.cli", "attach", name, rtsp.url(name), "--redis", redis.url],
@@ -142,3 +143,26 @@ def test_worker_ids_differ_even_with_the_same_host_and_pid():
     ids = {new_worker_id() for _ in range(50)}
     assert len(ids) == 50
     assert all(i.startswith(f"{os.uname().nodename}-{os.getpid()}-") for i in ids)
+
+
+def test_a_subscriber_drops_events_from_stale_owners(redis_server, redis_client):
+    """Per camera the highest owner_epoch seen wins; lower ones are acknowledged and counted, not returned."""
+    from gate.client import EventSubscriber
+    from gate.schema import Event
+
+    def event(camera: str, epoch: int, seq: int) -> Event:
+        return Event("update", f"{camera}-{epoch}", camera, 1, seq, 1.0, 1.0, None, [1, 2, 30, 40], [[1, 2]] * 5,
+                     0.9, 50.0, "m@1", 640, 360, b"", b"", owner_epoch=epoch)
+
+    written = [event("a", 1, 1), event("a", 1, 2), event("b", 5, 1), event("a", 2, 1), event("a", 1, 3),
+               event("a", 2, 2), event("a", 3, 1), event("a", 2, 3), event("b", 5, 2)]
+    for ev in written:
+        redis_client.xadd(KEYS.events, ev.to_fields())
+    with EventSubscriber(redis_server.url, group="g", consumer="c", drop_stale=True) as sub:
+        got = [ev for _, ev in sub.read(count=100, block_ms=100)]
+        assert [(ev.camera, ev.owner_epoch, ev.seq) for ev in got] == [
+            ("a", 1, 1), ("a", 1, 2), ("b", 5, 1), ("a", 2, 1), ("a", 2, 2), ("a", 3, 1), ("b", 5, 2)]
+        assert sub.stale_dropped == 2
+        assert redis_client.xpending(KEYS.events, "g")["pending"] == 7  # the stale ones were acknowledged
+    with EventSubscriber(redis_server.url, group="plain", consumer="c") as sub:
+        assert len(sub.read(count=100, block_ms=100)) == len(written)  # without drop_stale: everything
