@@ -453,6 +453,7 @@ def test_outage_then_restart_delivers_every_event_exactly_once_in_order(rtsp_ser
     spool = tmp_path / "spool"
     config = tmp_path / "gate.yaml"
     config.write_text(f"redis:\n  buffer_size: 2\n  spill_dir: {spool}\n"
+                      "bestshot:\n  update_margin: 0\n  update_interval_s: 0\n"  # an event per scored face
                       f"cameras:\n  - name: cam\n    url: {rtsp_server.url('cam')}\n")
     command = [sys.executable, "-m", "gate.cli", "run", "--config", str(config), "--redis", server.url]
     first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
