@@ -172,6 +172,8 @@ class Bus:
         with self._lock:
             while not self._queue and not (self._spool and self._spool.pending_entries) and not self._stop.is_set():
                 self._lock.wait(0.5)
+            if self._closed:  # close() gave up waiting: what is left is on disk for the next process
+                return None, None
             if self._queue:
                 return [self._queue[i] for i in range(min(BATCH, len(self._queue)))], None
             if self._spool is not None and self._spool.pending_entries:

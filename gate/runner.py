@@ -214,6 +214,19 @@ class Gate:
         except redis.RedisError:
             pass  # state is advisory; events and status are buffered by the bus
 
+    def _supervise(self) -> None:
+        """One round: apply the wanted cameras, watch for stalls, publish state."""
+        desired = self._desired()
+        try:
+            if desired is not None:
+                self._apply(desired)
+        except redis.RedisError as exc:
+            log.warning("redis error while managing cameras: %s", redact_text(exc))
+        for worker in list(self.workers.values()):
+            worker.watch()
+        self._publish_state()
+        self._report_overflow()
+
     def run(self, stop: threading.Event) -> int:
         """Supervise until ``stop`` is set (0) or a pipeline thread died (1); then shut down."""
         self.supervisor = threading.current_thread()
@@ -230,16 +243,10 @@ class Gate:
                 log.error("%s: the gate stops (exit code 1) so that its supervisor restarts it", self.failure)
                 self.bus.publish_status("worker", self.worker_id, "failed", self.failure)
                 break
-            desired = self._desired()
             try:
-                if desired is not None:
-                    self._apply(desired)
-            except redis.RedisError as exc:
-                log.warning("redis error while managing cameras: %s", redact_text(exc))
-            for worker in self.workers.values():
-                worker.watch()
-            self._publish_state()
-            self._report_overflow()
+                self._supervise()
+            except Exception:  # never quietly, never for good: log it and try again next round
+                log.exception("supervisor round failed")
             try:
                 last_control = self.registry.wait_for_change(last_control, block_ms=1000)
             except redis.RedisError:

@@ -254,6 +254,8 @@ class Spool:
         """The oldest ``limit`` entries, left in place until :meth:`commit`."""
         out: list[tuple[str, dict]] = []
         self._peeked = []
+        if self._closed:
+            return out
         for segment in self._segments:
             if len(out) >= limit:
                 break
