@@ -15,7 +15,7 @@ and deletes each folder once it is empty. Only one process can hold a folder's l
 folder is adopted by exactly one process at a time; one that dies half-way leaves the cursor
 behind for the next (at most the last unacknowledged batch is sent twice; event_id + seq make
 that harmless). A write that fails (disk full) is undone: the segment is cut back to its last
-whole entry and sealed.
+whole entry.
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ class _Segment:
     offset: int = 0  # bytes already delivered
     entries: int = 0  # entries not yet delivered
     fd: int | None = None  # open for appending (own tail only)
-    sealed: bool = False  # no more appends (a write failed, or it is adopted)
+    sealed: bool = False  # no more appends (adopted, kept at close, or a torn write could not be undone)
     sizes: deque = field(default_factory=deque)  # record sizes past offset, when known
 
     @property
@@ -108,7 +108,6 @@ class Spool:
         self._closed = False
         for path in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
             self._adopt(path)
-        self.adopted = self.pending_entries
         # Our own folder appears under its final name already locked, so no one can adopt it.
         staging = root / f".new-{secrets.token_hex(6)}"
         staging.mkdir()
@@ -198,10 +197,10 @@ class Spool:
                 view = view[os.write(segment.fd, view):]
         except OSError:
             try:
-                os.ftruncate(segment.fd, segment.size)
+                os.ftruncate(segment.fd, segment.size)  # back to its last whole entry: usable as before
             except OSError:
                 log.error("cannot undo a torn write in %s; it is cut off when replayed", segment.path)
-            self._seal(segment)
+                self._seal(segment)
             raise
         segment.size += len(record)
         segment.entries += 1
