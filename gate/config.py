@@ -32,8 +32,9 @@ class RedisConfig(_Section):
     buffer_size: int = Field(default=10_000, ge=1, description="entries held in memory while Redis is away")
     buffer_max_bytes: int = Field(default=256 * 2**20, ge=0, description="… and at most this many bytes of them "
                                   "(events carry JPEGs); beyond either bound, entries go to the spill folder")
-    spill_dir: str | None = Field(default=None, description="spill folder beyond that (default: cache/spool); "
-                                  "kept across restarts: the next gate process delivers it first")
+    spill_dir: str | None = Field(default=None, description="spill folder beyond that (default: one per Redis "
+                                  "address and prefix under cache/spool); kept across restarts: the next gate "
+                                  "process on it delivers it first")
     spill_max_bytes: int = Field(default=512 * 2**20, ge=0, description="bound on the spill folder's pending "
                                  "bytes; beyond it: dropped and counted")
     ssl_ca_certs: str | None = None

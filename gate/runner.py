@@ -18,6 +18,7 @@ the pipeline that dies makes the gate unhealthy and ``run`` return 1.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import logging
@@ -25,6 +26,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import redis
 
@@ -45,6 +47,14 @@ log = logging.getLogger(__name__)
 RELEASE_WAIT_S = 5.0  # how long a released camera's last events may take to be written first
 
 
+def default_spill_dir(redis_url: str, prefix: str) -> Path:
+    """One spill folder per deployment (Redis address and key prefix): what a gate leaves there is
+    replayed into the same Redis by the next gate, never into another deployment's."""
+    parts = urlsplit(redis_url)
+    where = f"{parts.scheme}://{parts.hostname}:{parts.port}{parts.path}|{prefix}"
+    return cache_root() / "spool" / hashlib.sha256(where.encode()).hexdigest()[:16]
+
+
 class Gate:
     """Everything one ``gate run`` holds."""
 
@@ -54,7 +64,8 @@ class Gate:
         self.client = connect(redis_url, config.redis.ssl_ca_certs, config.redis.ssl_certfile,
                               config.redis.ssl_keyfile)
         self.worker_id = new_worker_id()
-        spill_dir = Path(config.redis.spill_dir) if config.redis.spill_dir else cache_root() / "spool"
+        spill_dir = Path(config.redis.spill_dir) if config.redis.spill_dir else default_spill_dir(
+            redis_url, config.redis.prefix)
         self.bus = Bus(self.client, self.keys, config.redis.events_maxlen, config.redis.buffer_size, spill_dir,
                        config.redis.spill_max_bytes, self.worker_id, config.redis.buffer_max_bytes)
         self._reported_drops = 0

@@ -504,3 +504,17 @@ def test_outage_then_restart_delivers_every_event_exactly_once_in_order(rtsp_ser
     workers = [(s["name"], s["state"]) for s in status if s["kind"] == "worker"]
     assert workers.index((first_id, "stopped")) < workers.index((second_id, "started"))
     assert not [p for p in spool.rglob("*.seg") if p.stat().st_size]  # everything delivered, nothing left
+
+
+def test_default_spill_folder_is_one_per_deployment():
+    """A gate replays leftovers only into the Redis (and prefix) they were meant for; credentials do not matter."""
+    from gate.runner import default_spill_dir
+
+    base = default_spill_dir("redis://:old@10.0.0.5:6379/0", "facegate:")
+    assert base == default_spill_dir("redis://:new@10.0.0.5:6379/0", "facegate:")
+    others = {default_spill_dir("redis://10.0.0.5:6380/0", "facegate:"),
+              default_spill_dir("redis://10.0.0.5:6379/1", "facegate:"),
+              default_spill_dir("redis://10.0.0.5:6379/0", "other:"), default_spill_dir("redis://10.0.0.6:6379/0",
+                                                                                       "facegate:")}
+    assert len(others) == 4 and base not in others
+    assert "old" not in str(base)
