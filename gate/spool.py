@@ -326,3 +326,5 @@ class Spool:
             os.close(home.lock_fd)  # the next process adopts what is left
         if id(self._home) not in homes:
             self._remove_home(self._home)
+            with contextlib.suppress(OSError):
+                self.root.rmdir()  # nothing left by anyone: no empty folder behind (fails if not empty)
