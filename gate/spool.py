@@ -110,7 +110,7 @@ class Spool:
             self._adopt(path)
         # Our own folder appears under its final name already locked, so no one can adopt it.
         staging = root / f".new-{secrets.token_hex(6)}"
-        staging.mkdir()
+        staging.mkdir(parents=True)  # parents: another process may just have removed an empty root
         fd = _lock(staging / "lock")
         assert fd is not None
         final = root / f"{time.time_ns():020d}-{_SAFE.sub('_', owner)[:80]}"
