@@ -66,8 +66,9 @@ class BestShot:
     """Best-shot state of one camera's tracks; calls ``emit`` with each event."""
 
     def __init__(self, camera: str, config: BestShotConfig, min_hits: int, model_tag: str,
-                 emit: Callable[[Event], None]) -> None:
+                 emit: Callable[[Event], None], owner_epoch: int = 0) -> None:
         self.camera = camera
+        self.owner_epoch = owner_epoch  # fencing token of this camera's ownership, carried by every event
         self.config = config
         self.min_hits = min_hits
         self.model_tag = model_tag
@@ -94,7 +95,7 @@ class BestShot:
                      ts=best.ts, start_ts=best.start_ts, end_ts=end_ts, bbox=[float(v) for v in best.bbox],
                      landmarks=[[float(x), float(y)] for x, y in best.landmarks], det_score=best.det_score,
                      quality=shot.best_quality, model=self.model_tag, frame_w=best.frame_w, frame_h=best.frame_h,
-                     face_jpeg=shot.face_jpeg, frame_jpeg=shot.frame_jpeg)
+                     face_jpeg=shot.face_jpeg, frame_jpeg=shot.frame_jpeg, owner_epoch=self.owner_epoch)
 
     def on_scored(self, sample: Sample, quality: float) -> None:
         shot = self.shots.setdefault(sample.track_id, _TrackShot(uuid.uuid4().hex))
@@ -117,7 +118,3 @@ class BestShot:
         shot = self.shots.pop(track_id, None)
         if shot is not None and shot.published_quality is not None:
             self.emit(self._event("end", shot, end_ts=end_ts))
-
-    def end_all(self, end_ts: float) -> None:
-        for track_id in list(self.shots):
-            self.on_end(track_id, end_ts)

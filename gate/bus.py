@@ -1,20 +1,19 @@
-"""Publishing to Redis Streams with a bounded buffer, so a Redis outage loses nothing.
+"""Publishing to Redis Streams with a bounded buffer, so a Redis outage or a restart loses nothing.
 
-Events and status entries go into an in-memory queue; one thread writes them with
-pipelined XADD (MAXLEN ~ N). When Redis is unreachable the queue holds them; when it is
-full, new entries spill to a local file (bounded in bytes; beyond it they are counted as
-dropped) and everything is delivered in order after reconnect: memory first, then the
-spill file, and new entries keep going to the file until it is drained. Redelivery after
-an ambiguous failure is harmless: events carry event_id + seq.
+Events and status entries go into an in-memory queue (bounded in entries and in bytes); one
+thread writes them with pipelined XADD (MAXLEN ~ N). While Redis is unreachable the queue
+holds them; beyond its bounds they go to the spill folder (:mod:`gate.spool`, bounded in
+pending bytes; beyond that they are counted as dropped), and once anything is on disk new
+entries follow it there, so delivery stays in order: memory first, then disk. ``close()``
+with Redis still away writes what is in memory to the spill folder ahead of what is already
+there, and the next gate process on that folder delivers all of it before its own entries.
+Redelivery after an ambiguous failure is harmless: events carry event_id + seq.
 """
 
 from __future__ import annotations
 
-import base64
-import json
 import logging
 import os
-import struct
 import threading
 import time
 from collections import deque
@@ -25,8 +24,11 @@ import redis
 
 from gate.redact import redact_text
 from gate.schema import Event, Keys
+from gate.spool import Spool
 
 log = logging.getLogger(__name__)
+BATCH = 50  # entries per pipelined write
+ERROR_LOG_INTERVAL_S = 10.0
 
 
 def connect(url: str, ssl_ca_certs: str | None = None, ssl_certfile: str | None = None,
@@ -45,94 +47,101 @@ class BusStats:
     published_status: int = 0
     dropped: int = 0
     redis_errors: int = 0
+    spill_errors: int = 0  # writes the disk refused (each entry is also counted as dropped)
     connected: bool = True
     disconnected_since: float | None = None
-    spilled: int = 0  # entries waiting in the spill file
+    spilled: int = 0  # entries waiting in the spill folder
 
 
-def _encode(stream: str, fields: dict) -> bytes:
-    body = {k: ("b:" + base64.b64encode(v).decode()) if isinstance(v, bytes) else "s:" + str(v)
-            for k, v in fields.items()}
-    data = json.dumps([stream, body]).encode()
-    return struct.pack(">I", len(data)) + data
-
-
-def _decode(data: bytes) -> tuple[str, dict]:
-    stream, body = json.loads(data)
-    return stream, {k: base64.b64decode(v[2:]) if v.startswith("b:") else v[2:] for k, v in body.items()}
-
-
-class SpillFile:
-    """Append-only, length-prefixed entries on disk, read back in order, bounded in bytes."""
-
-    def __init__(self, path: Path, max_bytes: int) -> None:
-        self.path, self.max_bytes = path, max_bytes
-        self.count = 0
-        self._read_at = 0
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(b"")
-
-    def append(self, stream: str, fields: dict) -> bool:
-        record = _encode(stream, fields)
-        if self.path.stat().st_size + len(record) > self.max_bytes:
-            return False
-        with open(self.path, "ab") as handle:
-            handle.write(record)
-        self.count += 1
-        return True
-
-    def take(self, limit: int) -> list[tuple[str, dict]]:
-        out = []
-        with open(self.path, "rb") as handle:
-            handle.seek(self._read_at)
-            while len(out) < limit and self.count > 0:
-                (size,) = struct.unpack(">I", handle.read(4))
-                out.append(_decode(handle.read(size)))
-                self._read_at += 4 + size
-                self.count -= 1
-        if self.count == 0:
-            self.path.write_bytes(b"")
-            self._read_at = 0
-        return out
-
-    def close(self) -> None:
-        self.path.unlink(missing_ok=True)
+def entry_bytes(fields: dict) -> int:
+    """What an entry costs in memory, roughly: its field names and values."""
+    return sum(len(k) + (len(v) if isinstance(v, bytes | str) else 8) for k, v in fields.items())
 
 
 class Bus:
     """Ordered, buffered writer of the event and status streams."""
 
     def __init__(self, client: redis.Redis, keys: Keys, events_maxlen: int = 10_000, buffer_size: int = 10_000,
-                 spill_dir: Path | None = None, spill_max_bytes: int = 512 * 2**20, worker_id: str = ""):
+                 spill_dir: Path | None = None, spill_max_bytes: int = 512 * 2**20, worker_id: str = "",
+                 buffer_max_bytes: int = 256 * 2**20):
         self.client = client
         self.worker_id = worker_id
         self.keys = keys
         self.events_maxlen = events_maxlen
         self.stats = BusStats()
-        self._queue: deque[tuple[str, dict]] = deque()
-        self._buffer_size = buffer_size
-        self._spill = SpillFile(spill_dir / f"bus-{os.getpid()}-{id(self):x}.spill", spill_max_bytes) \
-            if spill_dir else None
+        self._queue: deque[tuple[str, dict, int]] = deque()  # stream, fields, bytes
+        self.buffered_bytes = 0
+        self._buffer_size, self._buffer_max_bytes = buffer_size, buffer_max_bytes
+        self._spill_dir, self._spill_max_bytes = spill_dir, spill_max_bytes
+        self._spool = Spool(spill_dir, worker_id or f"bus-{os.getpid()}", spill_max_bytes) if spill_dir else None
+        self.stats.spilled = self._spool.pending_entries if self._spool else 0
+        self._accepted = self.stats.spilled  # entries taken in (adopted ones included) …
+        self._resolved = 0  # … and those written or dropped since: flush() waits on these
         self._lock = threading.Condition()
         self._stop = threading.Event()
+        self._closed = False
         self._deadline = float("inf")
+        self._last_error_log = float("-inf")
+        self.failure: str | None = None  # why the writer thread died, if it did
         self.on_event_written = None  # callback(seconds from frame time to XADD), for metrics
         self._thread = threading.Thread(target=self._run, name="bus", daemon=True)
         self._thread.start()
 
+    # -- taking entries in -------------------------------------------------------------
+    def _memory_full(self, size: int) -> bool:
+        return len(self._queue) >= self._buffer_size or (
+            bool(self._queue) and self.buffered_bytes + size > self._buffer_max_bytes)
+
     def _put(self, stream: str, fields: dict) -> None:
+        size = entry_bytes(fields)
         with self._lock:
-            if self._spill is not None and (self._spill.count or len(self._queue) >= self._buffer_size):
-                if not self._spill.append(stream, fields):
-                    self.stats.dropped += 1  # memory and spill file both full: counted, reported
-                self.stats.spilled = self._spill.count
-            elif len(self._queue) >= self._buffer_size:
-                self._queue.popleft()
-                self.stats.dropped += 1
-                self._queue.append((stream, fields))
+            if self._closed:
+                self._late(stream, fields)
+            elif self._spool is not None and (self._spool.pending_entries or self._memory_full(size)):
+                self._to_disk(stream, fields)
             else:
-                self._queue.append((stream, fields))
-            self._lock.notify()
+                while self._memory_full(size):  # no spill folder: the oldest entries give way
+                    _, _, dropped_size = self._queue.popleft()
+                    self.buffered_bytes -= dropped_size
+                    self.stats.dropped += 1
+                    self._resolved += 1
+                self._queue.append((stream, fields, size))
+                self.buffered_bytes += size
+                self._accepted += 1
+            self._lock.notify_all()
+
+    def _to_disk(self, stream: str, fields: dict) -> None:
+        assert self._spool is not None
+        try:
+            if self._spool.append(stream, fields):
+                self._accepted += 1
+            else:
+                self.stats.dropped += 1  # memory and spill folder both full: counted, reported
+        except OSError as exc:
+            self.stats.dropped += 1
+            self.stats.spill_errors += 1
+            now = time.monotonic()
+            if now - self._last_error_log >= ERROR_LOG_INTERVAL_S:
+                self._last_error_log = now
+                log.error("cannot write to the spill folder (%s): entry dropped (%d so far)", exc,
+                          self.stats.spill_errors)
+        self.stats.spilled = self._spool.pending_entries
+
+    def _late(self, stream: str, fields: dict) -> None:
+        """An entry after close(): a bug in the caller's shutdown order. Kept on disk when possible."""
+        if self._spill_dir is not None:
+            try:
+                spool = Spool(self._spill_dir, f"{self.worker_id or os.getpid()}-late", self._spill_max_bytes)
+                kept = spool.append(stream, fields)
+                spool.close()
+            except OSError:
+                kept = False
+            if kept:
+                log.error("%s entry put after close of the bus: kept in the spill folder for the next gate "
+                          "process", stream)
+                return
+        self.stats.dropped += 1
+        log.error("%s entry put after close of the bus: dropped", stream)
 
     def publish_event(self, event: Event) -> None:
         self._put(self.keys.events, event.to_fields())
@@ -143,20 +152,48 @@ class Bus:
 
     def pending(self) -> int:
         with self._lock:
-            return len(self._queue) + (self._spill.count if self._spill else 0)
+            return len(self._queue) + (self._spool.pending_entries if self._spool else 0)
 
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    # -- the writer thread -------------------------------------------------------------
     def _run(self) -> None:
+        try:
+            self._loop()
+        except BaseException as exc:  # never quietly: health reports it, the gate exits non-zero
+            self.failure = f"{type(exc).__name__}: {exc}"
+            log.exception("the bus thread failed")
+            raise
+
+    def _next_batch(self) -> tuple[list[tuple[str, dict, int]] | None, list[tuple[str, dict]] | None]:
+        """Wait for work; the oldest entries (memory first, then disk), or (None, None) to stop."""
+        with self._lock:
+            while not self._queue and not (self._spool and self._spool.pending_entries) and not self._stop.is_set():
+                self._lock.wait(0.5)
+            if self._closed:  # close() gave up waiting: what is left is on disk for the next process
+                return None, None
+            if self._queue:
+                return [self._queue[i] for i in range(min(BATCH, len(self._queue)))], None
+            if self._spool is not None and self._spool.pending_entries:
+                return None, self._spool.peek(BATCH)
+            return None, None
+
+    def _loop(self) -> None:
         backoff = 0.2
         while True:
-            with self._lock:
-                if not self._queue and self._spill is not None and self._spill.count:
-                    self._queue.extend(self._spill.take(min(500, self._buffer_size)))
-                    self.stats.spilled = self._spill.count
-                while not self._queue and not self._stop.is_set():
-                    self._lock.wait(0.5)
-                if not self._queue and self._stop.is_set():
+            try:
+                memory, disk = self._next_batch()
+            except OSError as exc:  # the spill folder cannot be read right now: retry later
+                log.error("cannot read the spill folder: %s", exc)
+                if self._stop.wait(backoff):
                     return
-                batch = [self._queue[i] for i in range(min(50, len(self._queue)))]
+                backoff = min(backoff * 2, 5.0)
+                continue
+            if memory is None and disk is None:
+                return
+            batch = [(stream, fields) for stream, fields, _ in memory] if memory is not None else disk or []
             try:
                 pipe = self.client.pipeline(transaction=False)
                 for stream, fields in batch:
@@ -179,25 +216,72 @@ class Bus:
                 continue
             backoff = 0.2
             self.stats.connected, self.stats.disconnected_since = True, None
-            now = time.time()
-            with self._lock:
-                for stream, fields in batch:
-                    self._queue.popleft()
-                    if stream == self.keys.events:
-                        self.stats.published_events += 1
-                        if self.on_event_written:
-                            self.on_event_written(now - float(fields["ts"]))
-                    else:
-                        self.stats.published_status += 1
+            self._written(memory, len(batch))
+            self._observe(batch)
+
+    def _written(self, memory: list[tuple[str, dict, int]] | None, count: int) -> None:
+        with self._lock:
+            if memory is not None:
+                for item in memory:
+                    if self._queue and self._queue[0] is item:
+                        self._queue.popleft()
+                        self.buffered_bytes -= item[2]
+            elif self._spool is not None:
+                try:
+                    self._spool.commit(count)
+                except OSError as exc:  # the entries were delivered; the disk may send them again
+                    log.error("cannot update the spill folder after delivery: %s", exc)
+                self.stats.spilled = self._spool.pending_entries
+            self._resolved += count
+            self._lock.notify_all()
+
+    def _observe(self, batch: list[tuple[str, dict]]) -> None:
+        now = time.time()
+        for stream, fields in batch:
+            if stream != self.keys.events:
+                self.stats.published_status += 1
+                continue
+            self.stats.published_events += 1
+            if self.on_event_written:
+                try:
+                    self.on_event_written(now - float(fields["ts"]))
+                except Exception:  # metrics must never stop delivery
+                    log.exception("event metrics callback failed")
+
+    # -- flushing and closing ----------------------------------------------------------
+    def flush(self, timeout_s: float) -> bool:
+        """Wait until everything put so far is written (or dropped); False on timeout."""
+        deadline = time.monotonic() + timeout_s
+        with self._lock:
+            target = self._accepted
+            while self._resolved < target:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not self._thread.is_alive():
+                    return False
+                self._lock.wait(min(remaining, 0.5))
+            return True
 
     def close(self, timeout_s: float = 5.0) -> bool:
-        """Flush what is buffered (up to ``timeout_s``); True when everything was written."""
+        """Flush (up to ``timeout_s``); what is left stays in the spill folder. True when all was written."""
         self._deadline = time.monotonic() + timeout_s
         self._stop.set()
         with self._lock:
             self._lock.notify_all()
         self._thread.join(timeout_s + 1)
-        flushed = self.pending() == 0
-        if self._spill is not None and flushed:
-            self._spill.close()
+        with self._lock:
+            self._closed = True
+            left = list(self._queue)
+            self._queue.clear()
+            self.buffered_bytes = 0
+            flushed = not left and not (self._spool and self._spool.pending_entries)
+            if self._spool is not None:
+                kept = self._spool.prepend([(stream, fields) for stream, fields, _ in left])
+                self.stats.dropped += len(left) - kept
+                if not flushed:
+                    log.warning("redis unreachable at close: %d entries kept in the spill folder %s for the next "
+                                "gate process", self._spool.pending_entries, self._spill_dir)
+                self._spool.close()
+            elif left:
+                self.stats.dropped += len(left)
+                log.error("redis unreachable at close and no spill folder: %d entries lost", len(left))
         return flushed

@@ -44,8 +44,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         signal.signal(sig, lambda *_: stop.set())
     print(f"gate {gate.worker_id}: model {gate.model_tag} on {gate.scorer.backend_name}; "
           f"redis {redact_url(_redis_url(args, config))}, prefix {config.redis.prefix!r}", flush=True)
-    gate.run(stop)
-    return 0
+    return gate.run(stop)  # 1 when a pipeline thread died: a supervisor restarts the gate
 
 
 def cmd_attach(args: argparse.Namespace) -> int:
@@ -75,10 +74,12 @@ def cmd_cameras(args: argparse.Namespace) -> int:
     keys = Keys(args.prefix)
     cameras = CameraRegistry(client, keys).cameras()
     states = {k.decode(): json.loads(v) for k, v in client.hgetall(keys.camera_state).items()}
+    seconds, micros = client.time()  # states are stamped with Redis's clock too (hosts' clocks may differ)
+    now = seconds + micros / 1e6
     rows = []
     for name in sorted(set(cameras) | set(states)):
         state = states.get(name, {})
-        stale = state and time.time() - state.get("ts", 0) > 10
+        stale = state and now - state.get("ts", 0) > 10
         rows.append({"name": name, "url": redact_url(cameras[name].url) if name in cameras else "(config)",
                      "state": ("stale: " if stale else "") + state.get("state", "not running"),
                      "fps": state.get("fps", 0.0), "decoder": state.get("decoder", ""),

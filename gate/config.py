@@ -30,8 +30,13 @@ class RedisConfig(_Section):
     prefix: str = Field(default=DEFAULT_PREFIX, description="key prefix, so deployments can share one Redis")
     events_maxlen: int = Field(default=10_000, ge=100, description="approximate length cap of the event stream")
     buffer_size: int = Field(default=10_000, ge=1, description="entries held in memory while Redis is away")
-    spill_dir: str | None = Field(default=None, description="spill folder beyond that (default: cache/spool)")
-    spill_max_bytes: int = Field(default=512 * 2**20, ge=0, description="spill file bound; beyond it: dropped")
+    buffer_max_bytes: int = Field(default=256 * 2**20, ge=0, description="… and at most this many bytes of them "
+                                  "(events carry JPEGs); beyond either bound, entries go to the spill folder")
+    spill_dir: str | None = Field(default=None, description="spill folder beyond that (default: one per Redis "
+                                  "address and prefix under cache/spool); kept across restarts: the next gate "
+                                  "process on it delivers it first")
+    spill_max_bytes: int = Field(default=512 * 2**20, ge=0, description="bound on the spill folder's pending "
+                                 "bytes; beyond it: dropped and counted")
     ssl_ca_certs: str | None = None
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
@@ -56,7 +61,10 @@ class SourceConfig(_Section):
     read_timeout_s: float = Field(default=10.0, gt=0)
     backoff_initial_s: float = Field(default=1.0, gt=0)
     backoff_max_s: float = Field(default=30.0, gt=0)
-    watchdog_s: float = Field(default=15.0, gt=0, description="no frame for this long = offline")
+    watchdog_s: float = Field(default=15.0, gt=0, description="no frame for this long: reported offline, open "
+                              "tracks end (the reader reconnects when its read times out)")
+    stop_timeout_s: float = Field(default=10.0, gt=0, description="a stopping camera's thread may take this long "
+                                  "(it finishes its current read); beyond it the camera is abandoned")
     hwaccel: Literal["auto", "cuda", "none"] = "auto"
     loop_files: bool = Field(default=False, description="restart file sources at their end (demos)")
     realtime_files: bool = Field(default=True, description="pace file sources at their frame rate")
@@ -114,6 +122,8 @@ class GateConfig(_Section):
     metrics_port: int | None = Field(default=None, description="Prometheus endpoint port; none = off")
     metrics_host: str = Field(default="127.0.0.1", description="address the endpoint listens on; 0.0.0.0 lets a "
                               "Prometheus server on another machine scrape it")
+    health_stale_s: float = Field(default=30.0, gt=0, description="/healthz is 503 when a camera that should run "
+                                  "produced no frame for this long, or Redis was unreachable this long")
 
     def redis_url(self, override: str | None = None) -> str | None:
         return override or os.environ.get(REDIS_URL_ENV) or self.redis.url

@@ -2,8 +2,10 @@
 
 Counters kept by the gate's objects are read at scrape time by a collector (no locking
 in the frame path); latencies are histograms observed where they happen. ``/healthz``
-answers 503 when no camera produced a frame for ``stale_after_s`` or Redis has been
-unreachable longer than that.
+answers 503, with its reasons, when any camera that should run produced no frame for
+``health_stale_s`` (each camera is reported on its own), a camera thread ended with an error
+or did not stop, a thread of the pipeline (scorer, bus, lease keeper, supervisor) is not
+running, or Redis has been unreachable longer than ``health_stale_s``.
 """
 
 from __future__ import annotations
@@ -66,7 +68,14 @@ class _GateCollector:
         for camera, worker in workers.items():
             state.add_metric([camera, worker.state], 1.0)
         yield state
+        fenced = CounterMetricFamily("facegate_camera_fenced", "Crops and events withheld because the camera's "
+                                     "lease deadline had passed", labels=["camera"])
+        for camera, worker in workers.items():
+            fenced.add_metric([camera], worker.fenced)
+        yield fenced
         yield CounterMetricFamily("facegate_faces_scored", "Faces scored", value=gate.scoring.scored)
+        yield CounterMetricFamily("facegate_scoring_callback_errors", "Scores or track ends that could not be "
+                                  "handed on (logged; the scorer goes on)", value=gate.scoring.callback_errors)
         yield CounterMetricFamily("facegate_scoring_dropped", "Crops dropped under overload",
                                   value=gate.scoring.dropped)
         yield GaugeMetricFamily("facegate_scoring_queue_depth", "Crops waiting to be scored",
@@ -76,20 +85,59 @@ class _GateCollector:
         yield CounterMetricFamily("facegate_bus_dropped", "Entries dropped from a full buffer",
                                   value=gate.bus.stats.dropped)
         yield GaugeMetricFamily("facegate_bus_buffered", "Entries waiting for Redis", value=gate.bus.pending())
+        yield GaugeMetricFamily("facegate_bus_buffered_bytes", "Bytes of the entries waiting in memory",
+                                value=gate.bus.buffered_bytes)
+        yield CounterMetricFamily("facegate_bus_spill_errors", "Spill writes the disk refused (entries dropped)",
+                                  value=gate.bus.stats.spill_errors)
         yield GaugeMetricFamily("facegate_bus_spilled", "Entries waiting in the spill file",
                                 value=gate.bus.stats.spilled)
         yield GaugeMetricFamily("facegate_redis_up", "1 when the last write reached Redis",
                                 value=1.0 if gate.bus.stats.connected else 0.0)
 
 
-def health(gate: Gate, stale_after_s: float = 30.0) -> tuple[bool, dict]:
-    now = time.time()
-    last_frame = max((w.last_frame_ts for w in gate.workers.values()), default=None)
-    redis_down_for = now - gate.bus.stats.disconnected_since if gate.bus.stats.disconnected_since else 0.0
-    frames_ok = not gate.workers or (last_frame is not None and now - last_frame <= stale_after_s)
-    ok = frames_ok and redis_down_for <= stale_after_s
-    return ok, {"ok": ok, "cameras": len(gate.workers), "seconds_since_last_frame":
-                None if last_frame is None else round(now - last_frame, 1), "redis_down_s": round(redis_down_for, 1)}
+def _camera_health(name: str, worker, now: float, stale_after_s: float) -> tuple[bool, dict, str | None]:
+    last = worker.last_frame_mono
+    age = now - (last if last is not None else worker.started)
+    info = {"state": worker.state, "seconds_since_last_frame": None if last is None else round(age, 1)}
+    if not worker.alive:
+        ok = worker.state == "ended"  # a file source that played to its end is done, not broken
+        reason = None if ok else f"camera {name}: thread ended ({worker.state}: {worker.last_error})"
+    else:
+        ok = age <= stale_after_s
+        reason = None if ok else (f"camera {name}: no frame for {age:.0f} s ({worker.state}"
+                                  f"{': ' + worker.last_error if worker.last_error else ''})")
+    return ok, {**info, "ok": ok}, reason
+
+
+def health(gate: Gate, stale_after_s: float | None = None) -> tuple[bool, dict]:
+    """Whether the gate does its job, and why not: per camera, per thread, Redis."""
+    stale_after_s = gate.config.health_stale_s if stale_after_s is None else stale_after_s
+    now = time.monotonic()
+    reasons: list[str] = []
+    per_camera: dict[str, dict] = {}
+    for name, worker in dict(gate.workers).items():
+        _, per_camera[name], reason = _camera_health(name, worker, now, stale_after_s)
+        reasons += [reason] if reason else []
+    for name, worker in dict(gate.stuck).items():
+        if worker.alive:
+            per_camera[name] = {"state": "abandoned", "ok": False, "seconds_since_last_frame": None}
+            reasons.append(f"camera {name}: its thread did not stop (abandoned)")
+    threads = {"supervisor": gate.supervisor is not None and gate.supervisor.is_alive(),
+               "scorer": gate.scoring.alive, "bus": gate.bus.alive}
+    if gate.leases is not None:
+        threads["lease_keeper"] = gate.leases.alive
+    reasons += [f"the {name} thread is not running" for name, alive in threads.items() if not alive]
+    if gate.failure:
+        reasons.append(gate.failure)
+    stats = gate.bus.stats
+    redis_down_for = time.time() - stats.disconnected_since if stats.disconnected_since else 0.0
+    if redis_down_for > stale_after_s:
+        reasons.append(f"redis unreachable for {redis_down_for:.0f} s")
+    ages = [c["seconds_since_last_frame"] for c in per_camera.values() if c["seconds_since_last_frame"] is not None]
+    ok = not reasons
+    return ok, {"ok": ok, "reasons": reasons, "cameras": len(gate.workers), "per_camera": per_camera,
+                "threads": threads, "seconds_since_last_frame": min(ages, default=None),
+                "redis_down_s": round(redis_down_for, 1)}
 
 
 def serve(gate: Gate, port: int, host: str = "127.0.0.1") -> ThreadingHTTPServer:

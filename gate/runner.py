@@ -3,19 +3,30 @@
 Cameras come from the config and the Redis registry; the loop wakes on control entries
 (``gate attach``/``detach``) or every second, starts what is new and stops what is gone,
 so attach/detach never race a start. Per-camera state is written to ``<prefix>camera_state``
-for ``gate cameras``. Stopping ends every open track (their ``end`` events), flushes the
-scorer and the event buffer, and reports on the status stream.
+for ``gate cameras``. With scale-out, leases are renewed by their own thread
+(:mod:`gate.leases`), never by this loop.
+
+Stopping cameras: all of them are asked to stop first, then joined together, each for at
+most ``source.stop_timeout_s``. A camera whose thread did not stop is *abandoned*: its open
+tracks are ended from here, it stays silent, its lease is left to expire (never released
+while it runs) and it is not started again in this process while that thread lives. A lease
+is released only after the camera stopped and its last events were written, so the next
+owner's events follow ours. Shutdown in that order: cameras, scorer (every ``end`` handed
+on), leases, bus (written, or kept in the spill folder for the next process). A thread of
+the pipeline that dies makes the gate unhealthy and ``run`` return 1.
 """
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import json
 import logging
-import os
-import socket
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import redis
 
@@ -25,7 +36,7 @@ from engines.quality import QualityScorer
 from gate.bus import Bus, connect
 from gate.camera import CameraWorker
 from gate.config import CameraConfig, GateConfig
-from gate.leases import LeaseManager
+from gate.leases import Lease, LeaseManager, new_worker_id
 from gate.metrics import GateMetrics, serve
 from gate.redact import redact_text
 from gate.registry import CameraRegistry, describe
@@ -33,6 +44,15 @@ from gate.schema import Keys
 from gate.scoring import ScoringQueue
 
 log = logging.getLogger(__name__)
+RELEASE_WAIT_S = 5.0  # how long a released camera's last events may take to be written first
+
+
+def default_spill_dir(redis_url: str, prefix: str) -> Path:
+    """One spill folder per deployment (Redis address and key prefix): what a gate leaves there is
+    replayed into the same Redis by the next gate, never into another deployment's."""
+    parts = urlsplit(redis_url)
+    where = f"{parts.scheme}://{parts.hostname}:{parts.port}{parts.path}|{prefix}"
+    return cache_root() / "spool" / hashlib.sha256(where.encode()).hexdigest()[:16]
 
 
 class Gate:
@@ -43,10 +63,11 @@ class Gate:
         self.keys = Keys(config.redis.prefix)
         self.client = connect(redis_url, config.redis.ssl_ca_certs, config.redis.ssl_certfile,
                               config.redis.ssl_keyfile)
-        self.worker_id = f"{socket.gethostname()}-{os.getpid()}"
-        spill_dir = Path(config.redis.spill_dir) if config.redis.spill_dir else cache_root() / "spool"
+        self.worker_id = new_worker_id()
+        spill_dir = Path(config.redis.spill_dir) if config.redis.spill_dir else default_spill_dir(
+            redis_url, config.redis.prefix)
         self.bus = Bus(self.client, self.keys, config.redis.events_maxlen, config.redis.buffer_size, spill_dir,
-                       config.redis.spill_max_bytes, self.worker_id)
+                       config.redis.spill_max_bytes, self.worker_id, config.redis.buffer_max_bytes)
         self._reported_drops = 0
         self.registry = CameraRegistry(self.client, self.keys)
         self.detector = Detector(score_threshold=min(config.detection.score_threshold, 0.5),
@@ -56,12 +77,16 @@ class Gate:
         self.metrics = GateMetrics()
         self.scoring = ScoringQueue(self._timed_score, config.quality.queue_size, config.quality.batch_size)
         self.bus.on_event_written = self.metrics.frame_to_event_seconds.observe
-        self.metrics_server = serve(self, config.metrics_port, config.metrics_host) \
-            if config.metrics_port is not None else None
         self.workers: dict[str, CameraWorker] = {}
+        self.stuck: dict[str, CameraWorker] = {}  # abandoned: their threads did not stop
         self._specs: dict[str, CameraConfig] = {}
+        self._track_ids: dict[str, Iterator[int]] = {}  # per camera, across its restarts in this process
         self.leases = LeaseManager(self.client, self.keys, self.worker_id, config.scaleout.lease_s) \
             if config.scaleout.enabled else None
+        self.failure: str | None = None
+        self.supervisor: threading.Thread | None = None
+        self.metrics_server = serve(self, config.metrics_port, config.metrics_host) \
+            if config.metrics_port is not None else None
 
     def _timed_score(self, crops):
         with self.metrics.scoring_seconds.time():
@@ -71,6 +96,7 @@ class Gate:
     def model_tag(self) -> str:
         return self.scorer.manifest.tag
 
+    # -- which cameras run -------------------------------------------------------------
     def _desired(self) -> dict[str, CameraConfig] | None:
         cameras = {c.name: c for c in self.config.cameras}
         try:
@@ -81,49 +107,103 @@ class Gate:
         return cameras
 
     def _apply(self, desired: dict[str, CameraConfig]) -> None:
-        for name in list(self.workers):
-            if name not in desired or desired[name] != self._specs[name]:
-                self._stop_camera(name, "detached")
+        for name, worker in list(self.stuck.items()):
+            if not worker.alive:  # it finally stopped: the camera may run again
+                log.info("abandoned camera %s's thread has ended", name)
+                del self.stuck[name]
+        gone = [name for name in self.workers if name not in desired or desired[name] != self._specs[name]]
+        self._release(self._stop_cameras(gone, "detached"))
         if self.leases is not None:
-            desired = self._leased(desired)
-        for name, camera in desired.items():
-            if name not in self.workers:
-                self._start_camera(name, camera)
+            starting = self._leased(desired)
+        else:
+            starting = {name: Lease.unfenced(name) for name in desired
+                        if name not in self.workers and name not in self.stuck}
+        for name, lease in starting.items():
+            self._start_camera(name, desired[name], lease)
 
-    def _start_camera(self, name: str, camera: CameraConfig) -> None:
+    def _start_camera(self, name: str, camera: CameraConfig, lease: Lease) -> None:
         log.info("starting camera %s", describe(camera))
-        worker = CameraWorker(camera, self.config, self.detector, self.scoring, self.bus, self.model_tag)
+        worker = CameraWorker(camera, self.config, self.detector, self.scoring, self.bus, self.model_tag, lease,
+                              self._track_ids.setdefault(name, itertools.count(1)))
         worker.detection_seconds = self.metrics.detection_seconds.labels(name)
         self.workers[name], self._specs[name] = worker, camera
         worker.start()
 
-    def _leased(self, desired: dict[str, CameraConfig]) -> dict[str, CameraConfig]:
-        """The cameras this worker may run now: renew, give back surplus, take free ones."""
+    def _leased(self, desired: dict[str, CameraConfig]) -> dict[str, Lease]:
+        """Stop cameras whose lease was lost, give back surplus, take free ones: the leases to start."""
         leases = self.leases
         assert leases is not None
-        kept = leases.renew(sorted(self.workers))
-        for name in sorted(set(self.workers) - kept):
-            self._stop_camera(name, f"lease lost (worker {self.worker_id})", release=False)
-        share = leases.share(len(desired), leases.heartbeat())
-        for name in sorted(self.workers, reverse=True)[: max(0, len(self.workers) - share)]:
-            self._stop_camera(name, f"rebalanced away from worker {self.worker_id}")
+        lost = [name for name in self.workers if name not in leases.held or leases.held[name].lost]
+        for name in lost:
+            leases.forget(name)
+        self._stop_cameras(lost, f"lease lost (worker {self.worker_id})")
+        share = leases.share(len(desired))
+        surplus = sorted(self.workers, reverse=True)[: max(0, len(self.workers) - share)]
+        self._release(self._stop_cameras(surplus, f"rebalanced away from worker {self.worker_id}"))
         owned = set(self.workers)
+        starting: dict[str, Lease] = {}
         for name in sorted(desired):
             if len(owned) >= share:
                 break
-            if name not in owned and leases.acquire(name):
-                self.bus.publish_status("camera", name, "acquired", f"worker {self.worker_id}")
+            if name in owned or name in self.stuck:
+                continue
+            lease = leases.acquire(name)
+            if lease is not None:
+                self.bus.publish_status("camera", name, "acquired", f"worker {self.worker_id}, epoch {lease.epoch}")
                 owned.add(name)
-        return {name: desired[name] for name in owned if name in desired}
+                starting[name] = lease
+        return starting
 
-    def _stop_camera(self, name: str, reason: str, release: bool = True) -> None:
-        worker = self.workers.pop(name)
-        self._specs.pop(name, None)
-        worker.request_stop()
-        worker.join(15)
-        self.bus.publish_status("camera", name, "stopped", reason)
-        if self.leases is not None and release:
+    # -- stopping cameras --------------------------------------------------------------
+    def _stop_cameras(self, names: list[str], reason: str) -> list[str]:
+        """Ask all to stop, then join them together; abandon those that do not stop. Returns the stopped."""
+        if not names:
+            return []
+        workers = {name: self.workers.pop(name) for name in names}
+        for name in names:
+            self._specs.pop(name, None)
+        for worker in workers.values():
+            worker.request_stop()
+        timeout = self.config.source.stop_timeout_s
+        deadline = time.monotonic() + timeout
+        stopped = []
+        for name, worker in workers.items():
+            if worker.join(max(0.0, deadline - time.monotonic())):
+                stopped.append(name)
+                self.bus.publish_status("camera", name, "stopped", reason)
+                continue
+            worker.abandon()
+            self.stuck[name] = worker
+            if self.leases is not None:
+                self.leases.forget(name)
+            log.error("camera %s did not stop within %.0f s: abandoned (its tracks ended, its lease left to "
+                      "expire, not restarted while its thread lives)", name, timeout)
+            self.bus.publish_status("camera", name, "stopped", f"{reason}; its thread did not stop within "
+                                    f"{timeout:.0f} s: abandoned")
+        return stopped
+
+    def _release(self, stopped: list[str]) -> None:
+        """Give back the leases of stopped cameras once their last events are written."""
+        if self.leases is None or not stopped:
+            return
+        if not (self.scoring.barrier(RELEASE_WAIT_S) and self.bus.flush(RELEASE_WAIT_S)):
+            log.warning("last events of %s not written yet; their leases are left to expire", ", ".join(stopped))
+            for name in stopped:
+                self.leases.forget(name)
+            return
+        for name in stopped:
             self.leases.release(name)
+
+    # -- the loop ----------------------------------------------------------------------
+    def thread_failure(self) -> str | None:
+        """Why the pipeline cannot go on (a thread of it died), or None."""
+        if not self.scoring.alive:
+            return f"the scoring thread stopped ({self.scoring.failure or 'closed'})"
+        if not self.bus.alive:
+            return f"the bus thread stopped ({self.bus.failure or 'closed'})"
+        if self.leases is not None and self.supervisor is not None and not self.leases.alive:
+            return "the lease keeper thread stopped"
+        return None
 
     def _report_overflow(self) -> None:
         dropped = self.bus.stats.dropped
@@ -133,54 +213,70 @@ class Gate:
             self._reported_drops = dropped
 
     def _publish_state(self) -> None:
-        states = {name: json.dumps({"state": w.state, "fps": round(w.fps, 1), "last_error": w.last_error,
-                                    "decoder": w.decoder, "frames": w.frames, "worker": self.worker_id,
-                                    "ts": round(time.time(), 3)})
-                  for name, w in self.workers.items()}
+        if not self.workers:
+            return
         try:
-            if states:
-                self.client.hset(self.keys.camera_state, mapping=states)
+            seconds, micros = self.client.time()  # Redis's clock: `gate cameras` compares with it
+            now = seconds + micros / 1e6
+            states = {name: json.dumps({"state": w.state, "fps": round(w.fps, 1), "last_error": w.last_error,
+                                        "decoder": w.decoder, "frames": w.frames, "worker": self.worker_id,
+                                        "ts": round(now, 3)})
+                      for name, w in self.workers.items()}
+            self.client.hset(self.keys.camera_state, mapping=states)
         except redis.RedisError:
             pass  # state is advisory; events and status are buffered by the bus
 
-    def run(self, stop: threading.Event) -> None:
+    def _supervise(self) -> None:
+        """One round: apply the wanted cameras, watch for stalls, publish state."""
+        desired = self._desired()
+        try:
+            if desired is not None:
+                self._apply(desired)
+        except redis.RedisError as exc:
+            log.warning("redis error while managing cameras: %s", redact_text(exc))
+        for worker in list(self.workers.values()):
+            worker.watch()
+        self._publish_state()
+        self._report_overflow()
+
+    def run(self, stop: threading.Event) -> int:
+        """Supervise until ``stop`` is set (0) or a pipeline thread died (1); then shut down."""
+        self.supervisor = threading.current_thread()
+        if self.leases is not None:
+            self.leases.start()
         self.bus.publish_status("worker", self.worker_id, "started", f"model {self.model_tag}")
         try:
             last_control = self.registry.latest_control_id()
         except redis.RedisError:
             last_control = "$"
         while not stop.is_set():
-            desired = self._desired()
+            self.failure = self.thread_failure()
+            if self.failure:
+                log.error("%s: the gate stops (exit code 1) so that its supervisor restarts it", self.failure)
+                self.bus.publish_status("worker", self.worker_id, "failed", self.failure)
+                break
             try:
-                if desired is not None:
-                    self._apply(desired)
-            except redis.RedisError as exc:
-                log.warning("redis error while managing cameras: %s", redact_text(exc))
-            if self.leases is not None and self.leases.must_stop_all():
-                for name in list(self.workers):  # fencing: our leases may expire soon
-                    self._stop_camera(name, "cannot renew the camera lease", release=False)
-            self._publish_state()
-            self._report_overflow()
+                self._supervise()
+            except Exception:  # never quietly, never for good: log it and try again next round
+                log.exception("supervisor round failed")
             try:
                 last_control = self.registry.wait_for_change(last_control, block_ms=1000)
             except redis.RedisError:
                 stop.wait(1.0)
         self.shutdown()
+        return 1 if self.failure else 0
 
     def shutdown(self, flush_timeout_s: float = 5.0) -> bool:
-        """Stop cameras (ending their tracks), drain the scorer, flush events."""
-        for worker in self.workers.values():
-            worker.request_stop()
-        for name, worker in list(self.workers.items()):
-            worker.join(15)
-            self.bus.publish_status("camera", name, "stopped", "gate stopping")
-            if self.leases is not None:
-                self.leases.release(name)
-        self.workers.clear()
+        """Stop cameras (ending their tracks), drain the scorer, release leases, flush events."""
+        stopped = self._stop_cameras(list(self.workers), "gate stopping")
+        self.scoring.close()  # every end queued above is handed on before the bus closes
         if self.leases is not None:
+            if self.bus.flush(flush_timeout_s):  # our last events first, then the next owner's
+                for name in stopped:
+                    self.leases.release(name)
+            self.leases.stop()
             self.leases.leave()
-        self.scoring.close()
-        self.bus.publish_status("worker", self.worker_id, "stopped", "")
+        self.bus.publish_status("worker", self.worker_id, "stopped", self.failure or "")
         if self.metrics_server is not None:
             self.metrics_server.shutdown()
         return self.bus.close(flush_timeout_s)

@@ -18,7 +18,8 @@ EVENT_FIELDS: dict[str, str] = {
     "type": "new, update or end",
     "event_id": "stable per track: the same id on new, update and end (idempotency key)",
     "camera": "camera name",
-    "track": "track number, unique per camera and gate run",
+    "track": "track number, unique per camera within one gate process (a restarted process counts from 1 "
+             "again; event_id is the key)",
     "seq": "1, 2, 3 … per event_id",
     "ts": "time of the best frame (seconds since epoch, camera clock)",
     "start_ts": "first time the track was seen",
@@ -32,13 +33,16 @@ EVENT_FIELDS: dict[str, str] = {
     "frame_h": "source frame height in pixels",
     "face_jpeg": "aligned 112×112 face crop, JPEG bytes",
     "frame_jpeg": "downscaled full frame, JPEG bytes (may be empty when over its size cap)",
+    "owner_epoch": "fencing token of the camera's owner (scale-out: taken at each lease acquisition, always "
+                   "higher for a later owner; 0 without scale-out)",
 }
 
 STATUS_FIELDS: dict[str, str] = {
     "kind": "camera or worker",
     "name": "camera name or worker id",
-    "state": "cameras: online, offline, ended, error, stopped, acquired; workers: started, stopped, overflow",
-    "worker": "id of the gate worker that wrote the entry (host-pid)",
+    "state": "cameras: online, offline, ended, error, stopped, acquired; workers: started, stopped, overflow, "
+             "failed",
+    "worker": "id of the gate worker that wrote the entry (host-pid-random)",
     "reason": "why (credentials removed)",
     "ts": "seconds since epoch",
 }
@@ -80,6 +84,9 @@ class Keys:
     def lease(self, camera: str) -> str:
         return f"{self.prefix}lease:{camera}"
 
+    def epoch(self, camera: str) -> str:
+        return f"{self.prefix}epoch:{camera}"
+
 
 @dataclass
 class Event:
@@ -102,6 +109,7 @@ class Event:
     frame_h: int
     face_jpeg: bytes
     frame_jpeg: bytes
+    owner_epoch: int = 0
 
     def to_fields(self) -> dict[str, bytes | str]:
         return {
@@ -112,7 +120,7 @@ class Event:
             "landmarks": json.dumps([[round(x, 1), round(y, 1)] for x, y in self.landmarks]),
             "det_score": f"{self.det_score:.4f}", "quality": f"{self.quality:.3f}", "model": self.model,
             "frame_w": str(self.frame_w), "frame_h": str(self.frame_h),
-            "face_jpeg": self.face_jpeg, "frame_jpeg": self.frame_jpeg,
+            "face_jpeg": self.face_jpeg, "frame_jpeg": self.frame_jpeg, "owner_epoch": str(self.owner_epoch),
         }
 
     @staticmethod
@@ -130,4 +138,5 @@ class Event:
             landmarks=json.loads(text("landmarks")), det_score=float(text("det_score")),
             quality=float(text("quality")), model=text("model"), frame_w=int(text("frame_w")),
             frame_h=int(text("frame_h")), face_jpeg=bytes(f["face_jpeg"]), frame_jpeg=bytes(f["frame_jpeg"]),
+            owner_epoch=int(text("owner_epoch")) if "owner_epoch" in f else 0,
         )

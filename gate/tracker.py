@@ -8,6 +8,8 @@ frame only when a detection was assigned to it: only those frames may be scored.
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -65,12 +67,14 @@ class Tracker:
     """Tracks of one camera. Feed it every detection frame with its timestamp."""
 
     def __init__(self, iou_threshold: float = 0.3, max_unseen_s: float = 2.0, high_score: float = 0.75,
-                 first_id: int = 1) -> None:
+                 first_id: int = 1, track_ids: Iterator[int] | None = None) -> None:
+        """``track_ids`` numbers new tracks; pass the same iterator to a camera's next tracker so its
+        numbers go on instead of starting again at ``first_id``."""
         self.iou_threshold = iou_threshold
         self.max_unseen_s = max_unseen_s
         self.high_score = high_score
         self.tracks: dict[int, Track] = {}
-        self._next_id = first_id
+        self._ids = track_ids if track_ids is not None else itertools.count(first_id)
 
     def _associate(self, track_ids: list[int], boxes: np.ndarray, det_indices: np.ndarray,
                    ts: float) -> tuple[list[tuple[int, int]], list[int], list[int]]:
@@ -98,8 +102,7 @@ class Tracker:
             matched.append((track, det))
         started = []
         for det in unmatched_high:
-            track = Track(self._next_id, boxes[det].copy(), ts, ts)
-            self._next_id += 1
+            track = Track(next(self._ids), boxes[det].copy(), ts, ts)
             self.tracks[track.track_id] = track
             started.append(track)
             matched.append((track, det))
@@ -107,7 +110,7 @@ class Tracker:
         return TrackUpdate(matched, started, ended)
 
     def expire(self, ts: float) -> list[Track]:
-        """End tracks unseen for too long (called when no detection ran, e.g. no frames)."""
+        """End tracks unseen for too long at ``ts`` (the camera's watchdog: no frames, so no detection)."""
         gone = [t for t, track in self.tracks.items() if ts - track.last_ts > self.max_unseen_s]
         return [self.tracks.pop(t) for t in gone]
 

@@ -7,6 +7,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from gate.config import CameraConfig
 from gate.schema import Event, Keys
 from tests.support.servers import start_redis
@@ -104,7 +106,7 @@ def test_bus_spills_to_disk_while_redis_is_away_and_delivers_in_order(tmp_path):
     for i in range(40):
         bus.publish_status("worker", "w", "tick", str(i))
     assert bus.stats.spilled >= 35  # memory holds 5; the rest went to the spill file
-    spill_files = list((tmp_path / "spool").glob("*.spill"))
+    spill_files = list((tmp_path / "spool").glob("*/*.seg"))
     assert spill_files and spill_files[0].stat().st_size > 0
     restarted = start_redis(tmp_path / "redis2", port=port)
     try:
@@ -246,3 +248,273 @@ def test_sigkill_then_restart_resumes_registered_cameras(redis_server, redis_cli
         second.send_signal(signal.SIGTERM)
         assert second.wait(30) == 0
     assert {ev.camera for ev in events_of(entries)} == {"reg"}
+
+
+def _status_reasons(client) -> list[str]:
+    from tests.test_gate import statuses
+
+    return [s["reason"] for s in statuses(read_stream(client, KEYS.status, lambda e: True))]
+
+
+def test_close_with_redis_away_keeps_memory_and_the_next_process_replays_it_first(tmp_path):
+    """Memory and spill file both survive close(); the next bus on that spill dir sends them first, in order."""
+    from gate.bus import Bus, connect
+
+    server = start_redis(tmp_path / "redis")
+    port = server.port
+    server.stop()
+    first = Bus(connect(server.url), KEYS, buffer_size=3, spill_dir=tmp_path / "spool", spill_max_bytes=1_000_000)
+    for i in range(8):
+        first.publish_status("worker", "w", "tick", str(i))
+    assert not first.close(timeout_s=0.5)  # not delivered, but kept on disk
+    assert first.stats.dropped == 0
+    restarted = start_redis(tmp_path / "redis2", port=port)
+    try:
+        second = Bus(connect(restarted.url), KEYS, buffer_size=3, spill_dir=tmp_path / "spool",
+                     spill_max_bytes=1_000_000)
+        second.publish_status("worker", "w", "tick", "own")
+        read_stream(restarted.client(), KEYS.status, lambda e: len(e) >= 9, 30)
+        assert second.close()
+        assert _status_reasons(restarted.client()) == [*(str(i) for i in range(8)), "own"]
+        assert not [p for p in (tmp_path / "spool").rglob("*") if p.is_file()]  # all delivered: nothing left
+    finally:
+        restarted.stop()
+
+
+def test_spill_bound_counts_pending_bytes_only(tmp_path):
+    """Delivered entries no longer count against the bound, even before the rest is drained."""
+    from gate.spool import Spool, encode
+
+    payload = {"blob": b"x" * 1_000}
+    size = len(encode("s", payload))
+    spool = Spool(tmp_path, "w1", max_bytes=9 * size + size // 2, segment_bytes=3 * size)
+    accepted = [spool.append("s", payload) for _ in range(9)]
+    assert all(accepted) and not spool.append("s", payload)  # nine pending: the bound holds
+    taken = spool.peek(5)
+    assert [fields["blob"] for _, fields in taken] == [b"x" * 1_000] * 5
+    spool.commit(5)  # five delivered; four still pending (the head segment only partly delivered)
+    assert spool.pending_entries == 4 and spool.pending_bytes == 4 * size
+    assert all(spool.append("s", payload) for _ in range(5))  # accepted while the rest still waits
+    assert spool.pending_entries == 9
+    spool.close()
+
+
+def test_spill_dirs_are_owned_by_one_process_and_adopted_exactly_once(tmp_path):
+    from gate.spool import Spool
+
+    alive = Spool(tmp_path, "alive", max_bytes=1_000_000)
+    alive.append("s", {"n": "alive-0"})
+    dead = Spool(tmp_path, "dead", max_bytes=1_000_000)
+    for i in range(3):
+        dead.append("s", {"n": f"dead-{i}"})
+    dead.close()  # its process is gone; its entries stay on disk for the next one
+    adopter = Spool(tmp_path, "adopter", max_bytes=1_000_000)
+    other = Spool(tmp_path, "other", max_bytes=1_000_000)  # starts while the adopter still replays
+    adopter.append("s", {"n": "adopter-0"})
+    assert [f["n"] for _, f in adopter.peek(10)] == ["dead-0", "dead-1", "dead-2", "adopter-0"]
+    assert other.pending_entries == 0  # neither the live process's files nor the adopted ones
+    assert [f["n"] for _, f in alive.peek(10)] == ["alive-0"]
+    adopter.commit(2)
+    adopter.close()  # stops half-way: the rest is adopted by the next one, not repeated
+    last = Spool(tmp_path, "last", max_bytes=1_000_000)
+    assert [f["n"] for _, f in last.peek(10)] == ["dead-2", "adopter-0"]
+    for spool in (alive, other, last):
+        spool.close()
+
+
+def test_a_torn_write_does_not_corrupt_the_spill(tmp_path):
+    """A write that fails half-way (disk full) leaves the file as it was before that entry."""
+    import resource
+
+    from gate.spool import Spool
+
+    spool = Spool(tmp_path, "w", max_bytes=10_000_000)
+    assert spool.append("s", {"n": "first"})
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, hard))  # a real write failure (EFBIG) past 20 KB
+    try:
+        with pytest.raises(OSError):
+            spool.append("s", {"blob": b"y" * 50_000})
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, previous)
+    assert spool.append("s", {"n": "after"})
+    spool.close()
+    again = Spool(tmp_path, "w2", max_bytes=10_000_000)
+    assert [f["n"] for _, f in again.peek(10)] == ["first", "after"]
+    again.close()
+
+
+def test_memory_buffer_is_bounded_in_bytes(tmp_path):
+    from gate.bus import Bus, connect
+
+    bus = Bus(connect("redis://127.0.0.1:1/0"), KEYS, buffer_size=10_000, buffer_max_bytes=100_000)
+    for i in range(20):
+        bus.publish_status("worker", "w", "tick", str(i) + "x" * 20_000)  # reason is cut to 500 bytes
+    assert bus.pending() == 20  # small entries: the entry count is the bound that matters
+    bus.close(timeout_s=0.1)
+    bus = Bus(connect("redis://127.0.0.1:1/0"), KEYS, buffer_size=10_000, buffer_max_bytes=100_000)
+    big = b"j" * 30_000
+    for i in range(20):
+        bus._put(KEYS.events, {"n": str(i), "face_jpeg": big})
+    assert bus.pending() == 3 and bus.stats.dropped == 17  # 3 × 30 KB fit under 100 KB
+    assert bus.buffered_bytes <= 100_000
+    bus.close(timeout_s=0.1)
+
+
+def test_entries_after_close_are_an_error_not_a_silent_drop(tmp_path, caplog):
+    from gate.bus import Bus, connect
+    from gate.scoring import ScoreJob, ScoringQueue
+    from tests.test_gate_units import _sample
+
+    server = start_redis(tmp_path / "redis")
+    try:
+        bus = Bus(connect(server.url), KEYS, spill_dir=tmp_path / "spool")
+        bus.close()
+        with caplog.at_level("ERROR"):
+            bus.publish_status("worker", "w", "late")
+        assert any("after close" in r.getMessage() for r in caplog.records if r.levelname == "ERROR")
+        nxt = Bus(connect(server.url), KEYS, spill_dir=tmp_path / "spool")  # the late entry was kept for it
+        read_stream(server.client(), KEYS.status, lambda e: any(f[b"state"] == b"late" for _, f in e), 20)
+        nxt.close()
+        caplog.clear()
+        queue = ScoringQueue(lambda batch: [1.0] * len(batch))
+        queue.close()
+        with caplog.at_level("ERROR"):
+            queue.submit(ScoreJob(None, _sample(1, 1, 0.0)))
+        assert any("after close" in r.getMessage() for r in caplog.records if r.levelname == "ERROR")
+        assert queue.late == 1
+    finally:
+        server.stop()
+
+
+def test_scorer_survives_a_failing_callback(caplog):
+    """An exception while handing a result on (e.g. OSError from a full disk) costs that item only."""
+    import numpy as np
+
+    from gate.scoring import EndJob, ScoreJob, ScoringQueue
+    from tests.test_gate_units import _sample
+
+    handled = []
+
+    class Shot:
+        def on_scored(self, sample, quality):
+            if sample.track_id == 1:
+                raise OSError(28, "No space left on device")
+            handled.append(("score", sample.track_id))
+
+        def on_end(self, track_id, end_ts):
+            if track_id == 2:
+                raise OSError(28, "No space left on device")
+            handled.append(("end", track_id))
+
+    queue = ScoringQueue(lambda batch: np.ones(len(batch), np.float32), batch_size=1)
+    shot = Shot()
+    with caplog.at_level("ERROR"):
+        for track in (1, 2, 3):
+            queue.submit(ScoreJob(shot, _sample(track, 1, float(track))))
+            queue.end_track(EndJob(shot, track, float(track)))
+        assert queue.barrier(30)
+    assert handled == [("end", 1), ("score", 2), ("score", 3), ("end", 3)]
+    assert queue.alive and queue.callback_errors == 2
+    assert sum("No space left" in r.getMessage() or "No space left" in (r.exc_text or "")
+               for r in caplog.records) == 2
+    queue.close()
+
+
+def test_bus_thread_survives_a_failing_callback(redis_server, redis_client):
+    from gate.bus import Bus, connect
+
+    bus = Bus(connect(redis_server.url), KEYS)
+    calls = []
+
+    def observe(seconds):
+        calls.append(seconds)
+        if len(calls) == 1:
+            raise ValueError("metrics broke")
+
+    bus.on_event_written = observe
+    for i in range(3):
+        bus._put(KEYS.events, {"n": str(i), "ts": f"{time.time():.3f}"})
+        read_stream(redis_client, KEYS.events, lambda e, i=i: len(e) == i + 1, 20)
+    assert bus.flush(10) and bus.close()
+    assert len(calls) == 3 and bus.failure is None
+
+
+def test_outage_then_restart_delivers_every_event_exactly_once_in_order(rtsp_server, tmp_path):
+    """Redis down, events produced, gate stopped (SIGTERM), gate restarted, Redis back: nothing lost,
+    nothing twice, each track's events in order, the first gate's entries before the second's."""
+    from tests.test_gate import statuses
+
+    persistent = ("--appendonly", "yes")  # Redis keeps what it had received across its own restart
+    server = start_redis(tmp_path / "redis", extra=persistent)
+    port = server.port
+    spool = tmp_path / "spool"
+    config = tmp_path / "gate.yaml"
+    config.write_text(f"redis:\n  buffer_size: 2\n  spill_dir: {spool}\n"
+                      "bestshot:\n  update_margin: 0\n  update_interval_s: 0\n"  # an event per scored face
+                      f"cameras:\n  - name: cam\n    url: {rtsp_server.url('cam')}\n")
+    command = [sys.executable, "-m", "gate.cli", "run", "--config", str(config), "--redis", server.url]
+    first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    second = restarted = None
+    try:
+        first_id = first.stdout.readline().split()[1].rstrip(":")
+        read_stream(server.client(), KEYS.events, lambda e: any(ev.type == "new" for ev in events_of(e)), 60)
+        server.stop()  # Redis goes away: what the gate produces now must wait, in memory or on disk
+        deadline = time.monotonic() + 60
+        while not any(p.stat().st_size for p in spool.rglob("*.seg")):  # entries beyond memory reached the disk
+            assert time.monotonic() < deadline, "nothing was spilled while Redis was down"
+            time.sleep(0.1)  # polling the spill folder
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(30) == 0, first.stderr.read()[-3000:]
+        stopped_at = time.time()
+        assert any(p.stat().st_size for p in spool.rglob("*.seg"))
+        second = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        second_id = second.stdout.readline().split()[1].rstrip(":")
+        restarted = start_redis(tmp_path / "redis", extra=persistent, port=port)
+        client = restarted.client()
+        read_stream(client, KEYS.events, lambda e: any(
+            ev.type == "new" and ev.start_ts > stopped_at for ev in events_of(e)), 90)
+        second.send_signal(signal.SIGTERM)
+        assert second.wait(30) == 0, second.stderr.read()[-3000:]
+        entries = read_stream(client, KEYS.events, lambda e: True)
+        status = statuses(read_stream(client, KEYS.status, lambda e: True))
+    finally:
+        for process in (first, second):
+            if process is not None and process.poll() is None:
+                process.kill()
+        if restarted is not None:
+            restarted.stop()
+    events = events_of(entries)
+    keys = [(ev.event_id, ev.seq) for ev in events]
+    assert len(keys) == len(set(keys)), "an event was delivered twice"
+    tracks: dict[str, list] = {}
+    for ev in events:
+        tracks.setdefault(ev.event_id, []).append(ev)
+    for track in tracks.values():  # every track complete and in order: new, updates, end; seq 1..n
+        assert [ev.seq for ev in track] == list(range(1, len(track) + 1)), track
+        assert track[0].type == "new" and track[-1].type == "end" and {ev.type for ev in track[1:-1]} <= {"update"}
+    first_tracks = {ev.event_id for ev in events if ev.start_ts < stopped_at}
+    later_tracks = {ev.event_id for ev in events if ev.start_ts > stopped_at}
+    assert first_tracks and later_tracks
+    last_of_first = max(i for i, ev in enumerate(events) if ev.event_id in first_tracks)
+    first_of_later = min(i for i, ev in enumerate(events) if ev.event_id in later_tracks)
+    assert last_of_first < first_of_later  # the old process's entries are replayed before the new one's
+    workers = [(s["name"], s["state"]) for s in status if s["kind"] == "worker"]
+    assert workers.index((first_id, "stopped")) < workers.index((second_id, "started"))
+    assert not [p for p in spool.rglob("*.seg") if p.stat().st_size]  # everything delivered, nothing left
+
+
+def test_default_spill_folder_is_one_per_deployment():
+    """A gate replays leftovers only into the Redis (and prefix) they were meant for; credentials do not matter."""
+    from gate.runner import default_spill_dir
+
+    base = default_spill_dir("redis://:old@10.0.0.5:6379/0", "facegate:")
+    assert base == default_spill_dir("redis://:new@10.0.0.5:6379/0", "facegate:")
+    others = {default_spill_dir("redis://10.0.0.5:6380/0", "facegate:"),
+              default_spill_dir("redis://10.0.0.5:6379/1", "facegate:"),
+              default_spill_dir("redis://10.0.0.5:6379/0", "other:"), default_spill_dir("redis://10.0.0.6:6379/0",
+                                                                                       "facegate:")}
+    assert len(others) == 4 and base not in others
+    assert "old" not in str(base)

