@@ -16,10 +16,10 @@ from gate.config import CameraConfig, GateConfig, SourceConfig
 
 def run_demo(args: argparse.Namespace) -> int:
     from engines.paths import cache_root
+    from engines.samples import gather_media
     from gate.client import EventSubscriber
     from gate.embedded import EmbeddedRedis
     from gate.runner import Gate
-    from trainer.media import gather_media
 
     media = gather_media(cache_root() / "media", progress=False)
     embedded = None if args.redis else EmbeddedRedis()
