@@ -50,6 +50,8 @@ class _GateCollector:
                                         "detection rate)", lambda w: max(0, w.frames - w.detections)),
             "facegate_faces_submitted": ("Faces queued for scoring", lambda w: w.submitted),
             "facegate_reconnects": ("Source reconnect attempts", lambda w: w.source.reconnects if w.source else 0),
+            "facegate_tracks_below_min_quality": ("Tracks that ended without reaching bestshot.min_quality (only "
+                                                  "a marked end published)", lambda w: w.shot.below_min_quality),
         }
         workers = dict(gate.workers)
         for name, (doc, read) in per_camera.items():

@@ -32,6 +32,8 @@ EVENT_FIELDS: dict[str, str] = {
     "frame_h": "source frame height in pixels",
     "face_jpeg": "aligned 112×112 face crop, JPEG bytes",
     "frame_jpeg": "downscaled full frame, JPEG bytes (may be empty when over its size cap)",
+    "below_min_quality": "1 on the end of a track whose best never reached bestshot.min_quality (it had no new), "
+                         "else 0",
 }
 
 STATUS_FIELDS: dict[str, str] = {
@@ -102,6 +104,7 @@ class Event:
     frame_h: int
     face_jpeg: bytes
     frame_jpeg: bytes
+    below_min_quality: bool = False
 
     def to_fields(self) -> dict[str, bytes | str]:
         return {
@@ -113,6 +116,7 @@ class Event:
             "det_score": f"{self.det_score:.4f}", "quality": f"{self.quality:.3f}", "model": self.model,
             "frame_w": str(self.frame_w), "frame_h": str(self.frame_h),
             "face_jpeg": self.face_jpeg, "frame_jpeg": self.frame_jpeg,
+            "below_min_quality": "1" if self.below_min_quality else "0",
         }
 
     @staticmethod
@@ -130,4 +134,5 @@ class Event:
             landmarks=json.loads(text("landmarks")), det_score=float(text("det_score")),
             quality=float(text("quality")), model=text("model"), frame_w=int(text("frame_w")),
             frame_h=int(text("frame_h")), face_jpeg=bytes(f["face_jpeg"]), frame_jpeg=bytes(f["frame_jpeg"]),
+            below_min_quality=f.get("below_min_quality") in (b"1", "1"),  # absent in entries of older gates
         )
