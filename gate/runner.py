@@ -9,6 +9,7 @@ scorer and the event buffer, and reports on the status stream.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -62,6 +63,11 @@ class Gate:
         self._specs: dict[str, CameraConfig] = {}
         self.leases = LeaseManager(self.client, self.keys, self.worker_id, config.scaleout.lease_s) \
             if config.scaleout.enabled else None
+        self.console = None  # the HTTP API and page (gate.console), when http.port is set
+        if config.http.port is not None:
+            from gate.console.server import start_console
+
+            self.console = start_console(self, config.http)
 
     def _timed_score(self, crops):
         with self.metrics.scoring_seconds.time():
@@ -84,6 +90,8 @@ class Gate:
         for name in list(self.workers):
             if name not in desired or desired[name] != self._specs[name]:
                 self._stop_camera(name, "detached")
+                if name not in desired:
+                    self._forget_state(name)
         if self.leases is not None:
             desired = self._leased(desired)
         for name, camera in desired.items():
@@ -124,6 +132,11 @@ class Gate:
         self.bus.publish_status("camera", name, "stopped", reason)
         if self.leases is not None and release:
             self.leases.release(name)
+
+    def _forget_state(self, name: str) -> None:
+        """A detached camera leaves the state hash too (lists show it gone at once, not stale)."""
+        with contextlib.suppress(redis.RedisError):  # advisory, as the states are
+            self.client.hdel(self.keys.camera_state, name)
 
     def _report_overflow(self) -> None:
         dropped = self.bus.stats.dropped
@@ -182,4 +195,6 @@ class Gate:
         self.bus.publish_status("worker", self.worker_id, "stopped", "")
         if self.metrics_server is not None:
             self.metrics_server.shutdown()
+        if self.console is not None:
+            self.console.stop()
         return self.bus.close(flush_timeout_s)
