@@ -33,7 +33,23 @@ class Browser:
         options.binary_location = CHROMIUM
         for flag in (*FLAGS, f"--user-data-dir={self.profile}", f"--window-size={width},{height}"):
             options.add_argument(flag)
+        options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
         self.driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+
+    def errors(self) -> list[str]:
+        """What the page logged as errors (failed loads, exceptions) since the last call."""
+        return [entry["message"] for entry in self.driver.get_log("browser") if entry["level"] == "SEVERE"]
+
+    def wait(self, script: str, what: str, timeout_s: float = 60.0, *args):
+        """Wait until ``script`` (JavaScript returning a value) returns something truthy; return it."""
+        from selenium.common.exceptions import TimeoutException
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        try:
+            return WebDriverWait(self.driver, timeout_s, poll_frequency=0.2).until(
+                lambda driver: driver.execute_script(script, *args))
+        except TimeoutException:
+            raise AssertionError(f"timed out waiting for {what}") from None
 
     def quit(self) -> None:
         try:

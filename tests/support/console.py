@@ -41,10 +41,10 @@ class LogCapture(logging.Handler):
 
 
 class ConsoleSetup:
-    """Redis (password), RTSP server (credentials: mounts cam and cam2), a model with a threshold table,
-    and a gate running camera ``cam`` with its console on (token)."""
+    """Redis (password), RTSP server (credentials: mounts cam and cam2, the second video or the same),
+    a model with a threshold table, and a gate running camera ``cam`` with its console on (token)."""
 
-    def __init__(self, workdir: Path, video: Path) -> None:
+    def __init__(self, workdir: Path, video: Path, second_video: Path | None = None) -> None:
         self.logs = LogCapture()
         root = logging.getLogger()
         self._level = root.level
@@ -52,7 +52,8 @@ class ConsoleSetup:
         root.setLevel(logging.DEBUG)
         self.redis: RedisServer = start_redis(workdir / "redis", extra=("--requirepass", REDIS_PASSWORD))
         self.redis_url = f"redis://:{REDIS_PASSWORD}@127.0.0.1:{self.redis.port}/0"
-        self.rtsp: RtspServer = start_rtsp({"cam": video, "cam2": video}, user=RTSP_USER, password=RTSP_PASSWORD)
+        self.rtsp: RtspServer = start_rtsp({"cam": video, "cam2": second_video or video}, user=RTSP_USER,
+                                           password=RTSP_PASSWORD)
         self.model = model_with_table(workdir / "model")
         config = GateConfig(cameras=[CameraConfig(name="cam", url=self.camera_url("cam"))], source=TEST_SOURCE,
                             quality=QualityConfig(model=str(self.model)),
