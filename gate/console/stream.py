@@ -18,7 +18,7 @@ from fastapi.concurrency import run_in_threadpool
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from gate.config import CAMERA_NAME
-from gate.console.context import ConsoleDep
+from gate.console.context import Console, ConsoleDep
 from gate.console.events import ENTRY_ID, MAX_LIMIT, page
 from gate.console.feed import Listener
 
@@ -45,7 +45,7 @@ async def stream(console: ConsoleDep, camera: Annotated[str | None, Query(patter
                                send_timeout=30, headers={"X-Accel-Buffering": "no"})
 
 
-async def _messages(console: ConsoleDep, listener: Listener, camera: str | None, missed: list,
+async def _messages(console: Console, listener: Listener, camera: str | None, missed: list,
                     resume: str | None) -> AsyncIterator[ServerSentEvent]:
     last = _order(resume) if resume else (0, 0)
     try:
