@@ -150,7 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", parents=[common], help="the whole pipeline on the sample videos")
     demo.add_argument("--out", type=Path, default=Path("demo-out"), help="folder for best faces")
-    demo.add_argument("--timeout", type=float, default=120.0, help="stop after this many seconds")
+    demo.add_argument("--timeout", type=float, default=120.0, help="stop after this many seconds (with --serve: "
+                      "the console stays up)")
     demo.add_argument("--model", default=None, help="quality model folder or name (default: current)")
     demo.add_argument("--http-port", type=int, default=8080, help="console port (0: any free one; a busy 8080 "
                       "falls back to a free one)")

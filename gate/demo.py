@@ -33,7 +33,7 @@ def _console_config(args: argparse.Namespace) -> HttpConfig | None:
     try:
         return HttpConfig(host=args.http_host, port=port)
     except ValidationError as exc:
-        raise ConfigError(f"console: {exc.errors()[0]['msg']}") from None
+        raise ConfigError(f"console: {exc.errors()[0]['msg'].removeprefix('Value error, ')}") from None
 
 
 def run_demo(args: argparse.Namespace) -> int:

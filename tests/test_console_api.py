@@ -272,3 +272,36 @@ def test_gate_events_names_bands_from_a_models_table(console, tmp_path):
     assert result.returncode == 0 and len(lines) == 2, result.stdout + result.stderr
     assert "q= 45.0 good id=" in lines[0] and "q=  5.0 poor below-min-quality" in lines[1]
     assert not any(s in result.stdout + result.stderr for s in SECRETS)
+
+
+def test_redis_loss_is_a_clear_503_and_stopping_ends_open_streams(tmp_path):
+    from gate.config import GateConfig
+    from tests.support.console import REDIS_PASSWORD
+    from tests.support.gates import TEST_SOURCE, GateThread
+    from tests.support.servers import start_redis
+
+    server = start_redis(tmp_path / "redis", extra=("--requirepass", REDIS_PASSWORD))
+    gate = GateThread(GateConfig(source=TEST_SOURCE, http=HttpConfig(port=0)),
+                      f"redis://:{REDIS_PASSWORD}@127.0.0.1:{server.port}/0")
+    url = gate.gate.console.url
+    ended = threading.Event()
+
+    def hold_stream() -> None:
+        with httpx.stream("GET", url + "api/events/stream", timeout=60) as response:
+            for _ in response.iter_lines():
+                pass
+        ended.set()
+
+    try:
+        assert httpx.get(url + "api/cameras", timeout=10).json() == []
+        reader = threading.Thread(target=hold_stream, daemon=True)
+        reader.start()
+        server.stop()
+        down = httpx.get(url + "api/cameras", timeout=30)
+        assert down.status_code == 503 and "redis unavailable" in down.json()["detail"]
+        assert REDIS_PASSWORD not in down.text
+    finally:
+        started = time.monotonic()
+        gate.close()  # ends the open event stream instead of waiting for it
+        server.stop()
+    assert ended.wait(10) and time.monotonic() - started < 30
