@@ -305,3 +305,13 @@ def test_redis_loss_is_a_clear_503_and_stopping_ends_open_streams(tmp_path):
         gate.close()  # ends the open event stream instead of waiting for it
         server.stop()
     assert ended.wait(10) and time.monotonic() - started < 30
+
+
+def test_the_redactor_removes_known_secrets_wherever_they_appear():
+    from gate.console.views import Redactor
+
+    redactor = Redactor(TOKEN, None)
+    assert redactor.url(f"rtsp://camadmin:{RTSP_PASSWORD}@10.0.0.5/s1") == "rtsp://***@10.0.0.5/s1"
+    text = redactor.text(f"401 for {RTSP_PASSWORD}; token {TOKEN}; rtsp://other:pw99@h/x; user camadmin")
+    assert RTSP_PASSWORD not in text and TOKEN not in text and "pw99" not in text
+    assert "camadmin" in text  # user names are not secrets: ordinary words stay readable

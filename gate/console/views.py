@@ -25,16 +25,17 @@ class Redactor:
     """Removes credentials from URLs and every known secret from text."""
 
     def __init__(self, *secrets: str | None) -> None:
-        self._secrets: set[str] = {s for s in secrets if s}
+        # Replaced, never changed in place: API threads learn while the feed thread redacts.
+        self._secrets: frozenset[str] = frozenset(s for s in secrets if s)
 
     def learn_url(self, url: str) -> None:
-        """Remember the credentials inside a camera URL, so they are removed even where no URL surrounds them."""
+        """Remember the password inside a camera URL, so it is removed even where no URL surrounds it."""
         try:
-            parts = urlsplit(url)
-            found = (parts.username, parts.password)
+            password = urlsplit(url).password
         except ValueError:
             return
-        self._secrets |= {s for s in found if s and len(s) >= 4}  # short user names would mask ordinary words
+        if password and len(password) >= 4 and password not in self._secrets:  # shorter ones match ordinary text
+            self._secrets = self._secrets | {password}
 
     def text(self, value: object) -> str:
         out = redact_text(str(value))
