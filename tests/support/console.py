@@ -51,9 +51,17 @@ class ConsoleSetup:
         root.addHandler(self.logs)
         root.setLevel(logging.DEBUG)
         self.redis: RedisServer = start_redis(workdir / "redis", extra=("--requirepass", REDIS_PASSWORD))
+        self.rtsp: RtspServer | None = None
+        try:
+            self._start(workdir, video, second_video)
+        except BaseException:
+            self.close()
+            raise
+
+    def _start(self, workdir: Path, video: Path, second_video: Path | None) -> None:
         self.redis_url = f"redis://:{REDIS_PASSWORD}@127.0.0.1:{self.redis.port}/0"
-        self.rtsp: RtspServer = start_rtsp({"cam": video, "cam2": second_video or video}, user=RTSP_USER,
-                                           password=RTSP_PASSWORD)
+        self.rtsp = start_rtsp({"cam": video, "cam2": second_video or video}, user=RTSP_USER,
+                               password=RTSP_PASSWORD)
         self.model = model_with_table(workdir / "model")
         config = GateConfig(cameras=[CameraConfig(name="cam", url=self.camera_url("cam"))], source=TEST_SOURCE,
                             quality=QualityConfig(model=str(self.model)),
@@ -83,13 +91,14 @@ class ConsoleSetup:
             time.sleep(0.2)  # polling an HTTP API, as a page does
 
     def close(self) -> None:
+        """Stop whatever started (also after a failed start)."""
         try:
-            self.api.close()
-            self.anonymous.close()
-            self.gate.close()
-            self.client.close()
+            for name in ("api", "anonymous", "gate", "client"):
+                if hasattr(self, name):
+                    getattr(self, name).close()
         finally:
-            self.rtsp.stop()
+            if self.rtsp is not None:
+                self.rtsp.stop()
             self.redis.stop()
             root = logging.getLogger()
             root.removeHandler(self.logs)
