@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 APT_PACKAGES := python3-venv redis-server openssl python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base \
-	gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly faketime
+	gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly faketime chromium chromium-driver
 
 .PHONY: setup system demo test lint bench clean
 
@@ -19,9 +19,11 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q --no-deps tensorrt-lean-cu12-libs==11.4.0.106 tensorrt-lean-cu12-bindings==11.4.0.106
 	touch $@
 
-# System packages the tests need (a real Redis, GStreamer's RTSP server, libfaketime for a worker whose clock is off).
+# System packages the tests need (a real Redis, GStreamer's RTSP server, libfaketime for a worker whose clock
+# is off, Chromium for the console's browser tests).
 system:
 	@if command -v redis-server >/dev/null && command -v openssl >/dev/null && command -v faketime >/dev/null \
+		&& command -v chromium >/dev/null && command -v chromedriver >/dev/null \
 		&& $(PYTHON) -c "import venv, ensurepip" 2>/dev/null \
 		&& /usr/bin/python3 -c "import gi; gi.require_version('GstRtspServer','1.0')" 2>/dev/null; then \
 		echo "system packages present"; \

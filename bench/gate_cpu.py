@@ -113,8 +113,8 @@ def main() -> None:
             parser.error(f"--set wants SECTION.KEY=VALUE, got {item!r}")
         settings.setdefault(section, []).append(f"  {name}: {value}\n")
     from engines.paths import cache_root
+    from engines.samples import gather_media
     from tests.support.servers import start_redis, start_rtsp
-    from trainer.media import gather_media
 
     media = gather_media(cache_root() / "media", progress=False)
     video = make_1080p(media["woman_pexels"], cache_root() / "bench" / "woman_1080p25_60s.mp4")

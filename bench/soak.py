@@ -43,9 +43,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=60.0, help="seconds before the RSS baseline")
     args = parser.parse_args()
     from engines.paths import cache_root
+    from engines.samples import gather_media
     from gate.schema import Event
     from tests.support.servers import free_port, looped_copy, start_redis, start_rtsp
-    from trainer.media import gather_media
 
     media = gather_media(cache_root() / "media", progress=False)
     total_s = args.warmup + args.minutes * 60

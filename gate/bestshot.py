@@ -6,6 +6,10 @@ size, not touching the frame edge). ``new`` once the track is confirmed (enough 
 and has a scored frame; ``update`` when the best improved by a margin, at most once per
 interval; ``end`` when the track ends, carrying the final best frame. JPEGs are encoded
 only when the best frame changes, each under its size cap.
+
+With ``min_quality`` set, a confirmed track is announced (``new``) only once its best
+reaches it; a track that never does publishes just its ``end``, marked
+``below_min_quality`` (so operators see what was turned away) and counted.
 """
 
 from __future__ import annotations
@@ -60,6 +64,7 @@ class _TrackShot:
     published_quality: float | None = None
     seq: int = 0
     last_publish_ts: float = float("-inf")
+    confirmed: bool = False  # enough hits and a scored frame: it would have been announced
 
 
 class BestShot:
@@ -74,6 +79,7 @@ class BestShot:
         self.model_tag = model_tag
         self.emit = emit
         self.shots: dict[int, _TrackShot] = {}
+        self.below_min_quality = 0  # tracks that ended without reaching config.min_quality
 
     def eligible(self, bbox: np.ndarray, frame_w: int, frame_h: int) -> bool:
         """Guards: big enough and not cut by the frame edge."""
@@ -83,7 +89,7 @@ class BestShot:
         inside = x1 >= margin and y1 >= margin and x2 <= frame_w - margin and y2 <= frame_h - margin
         return bool(big_enough and inside)
 
-    def _event(self, kind: str, shot: _TrackShot, end_ts: float | None = None) -> Event:
+    def _event(self, kind: str, shot: _TrackShot, end_ts: float | None = None, below: bool = False) -> Event:
         best = shot.best
         assert best is not None
         if shot.encoded is not best:  # encode only what an event carries, once per best frame
@@ -95,13 +101,17 @@ class BestShot:
                      ts=best.ts, start_ts=best.start_ts, end_ts=end_ts, bbox=[float(v) for v in best.bbox],
                      landmarks=[[float(x), float(y)] for x, y in best.landmarks], det_score=best.det_score,
                      quality=shot.best_quality, model=self.model_tag, frame_w=best.frame_w, frame_h=best.frame_h,
-                     face_jpeg=shot.face_jpeg, frame_jpeg=shot.frame_jpeg, owner_epoch=self.owner_epoch)
+                     face_jpeg=shot.face_jpeg, frame_jpeg=shot.frame_jpeg, owner_epoch=self.owner_epoch,
+                     below_min_quality=below)
 
     def on_scored(self, sample: Sample, quality: float) -> None:
         shot = self.shots.setdefault(sample.track_id, _TrackShot(uuid.uuid4().hex))
         if quality > shot.best_quality:
             shot.best, shot.best_quality = sample, float(quality)
         if sample.hits < self.min_hits or shot.best is None:
+            return
+        shot.confirmed = True
+        if self.config.min_quality is not None and shot.best_quality < self.config.min_quality:
             return
         if shot.published_quality is None:
             self._publish("new", shot, sample.ts)
@@ -114,7 +124,10 @@ class BestShot:
         shot.published_quality, shot.last_publish_ts = shot.best_quality, ts
 
     def on_end(self, track_id: int, end_ts: float) -> None:
-        """The track ended: publish its final best (only for tracks that were announced)."""
+        """The track ended: publish its final best (tracks that were announced, or held back by min_quality)."""
         shot = self.shots.pop(track_id, None)
         if shot is not None and shot.published_quality is not None:
             self.emit(self._event("end", shot, end_ts=end_ts))
+        elif shot is not None and shot.confirmed:
+            self.below_min_quality += 1
+            self.emit(self._event("end", shot, end_ts=end_ts, below=True))

@@ -44,6 +44,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         signal.signal(sig, lambda *_: stop.set())
     print(f"gate {gate.worker_id}: model {gate.model_tag} on {gate.scorer.backend_name}; "
           f"redis {redact_url(_redis_url(args, config))}, prefix {config.redis.prefix!r}", flush=True)
+    if gate.console is not None:
+        print(f"console: {gate.console.url}", flush=True)
     return gate.run(stop)  # 1 when a pipeline thread died: a supervisor restarts the gate
 
 
@@ -94,9 +96,20 @@ def cmd_cameras(args: argparse.Namespace) -> int:
     return 0
 
 
+def _band_lookup(args: argparse.Namespace):
+    """Quality bands for event output: from --model's threshold table, else each event's shipped model."""
+    from engines.manifest import read_manifest
+    from engines.modelfiles import model_dir
+    from engines.thresholds import BandLookup
+
+    known = (read_manifest(model_dir(args.model)),) if args.model else ()
+    return BandLookup(args.recognizer, known=known)
+
+
 def cmd_events(args: argparse.Namespace) -> int:
     from gate.client import EventSubscriber
 
+    bands = _band_lookup(args)
     out = Path(args.save) if args.save else None
     if out:
         out.mkdir(parents=True, exist_ok=True)
@@ -106,7 +119,9 @@ def cmd_events(args: argparse.Namespace) -> int:
         while (args.count is None or seen < args.count) and (deadline is None or time.monotonic() < deadline):
             batch = sub.claim_stale(args.claim_idle_ms) + sub.read(count=10, block_ms=1000)
             for entry_id, event in batch:
-                print(f"{event.type:<6} {event.camera}/{event.track} q={event.quality:5.1f} "
+                band = bands.name(event.model, event.quality)
+                marks = (f" {band}" if band else "") + (" below-min-quality" if event.below_min_quality else "")
+                print(f"{event.type:<6} {event.camera}/{event.track} q={event.quality:5.1f}{marks} "
                       f"id={event.event_id[:8]} seq={event.seq} bbox={[round(v) for v in event.bbox]}", flush=True)
                 if out and event.face_jpeg:
                     (out / f"{event.camera}_{event.event_id[:8]}_{event.seq}_{event.type}.jpg").write_bytes(
@@ -138,8 +153,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", parents=[common], help="the whole pipeline on the sample videos")
     demo.add_argument("--out", type=Path, default=Path("demo-out"), help="folder for best faces")
-    demo.add_argument("--timeout", type=float, default=120.0, help="stop after this many seconds")
+    demo.add_argument("--timeout", type=float, default=120.0, help="stop after this many seconds (with --serve: "
+                      "the console stays up)")
     demo.add_argument("--model", default=None, help="quality model folder or name (default: current)")
+    demo.add_argument("--http-port", type=int, default=8080, help="console port (0: any free one; a busy 8080 "
+                      "falls back to a free one)")
+    demo.add_argument("--http-host", default="127.0.0.1", help="console address (beyond loopback: set "
+                      "$FACEGATE_HTTP_TOKEN)")
+    demo.add_argument("--no-console", action="store_true", help="no web console")
+    demo.add_argument("--serve", action="store_true", help="keep the console up after the videos end (Ctrl-C "
+                      "stops)")
     demo.set_defaults(func=cmd_demo)
 
     attach = sub.add_parser("attach", parents=[common], help="register a camera; running gates start it")
@@ -163,6 +186,10 @@ def build_parser() -> argparse.ArgumentParser:
     events.add_argument("--count", type=int, default=None, help="stop after this many events")
     events.add_argument("--timeout", type=float, default=None, help="stop after this many seconds")
     events.add_argument("--claim-idle-ms", type=int, default=30_000, help="take over entries idle this long")
+    events.add_argument("--model", default=None, help="quality model folder or name whose threshold table names "
+                        "the bands shown (default: each event's model, when shipped)")
+    events.add_argument("--recognizer", default=None, help="recogniser whose thresholds name the bands (default: "
+                        "the table's first)")
     events.set_defaults(func=cmd_events)
     return parser
 

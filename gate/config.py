@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from engines.errors import FacegateError
 from gate.schema import DEFAULT_PREFIX
 
 REDIS_URL_ENV = "FACEGATE_REDIS_URL"
+HTTP_TOKEN_ENV = "FACEGATE_HTTP_TOKEN"
+MIN_TOKEN_CHARS = 16
 CAMERA_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
@@ -94,6 +97,8 @@ class BestShotConfig(_Section):
     face_jpeg_max_bytes: int = Field(default=64 * 1024, ge=1024)
     frame_jpeg_max_bytes: int = Field(default=256 * 1024, ge=1024)
     frame_jpeg_max_side: int = Field(default=640, ge=64)
+    min_quality: float | None = Field(default=None, ge=0, le=100, description="tracks whose best stays below this "
+                                      "publish no new/update, only an end with below_min_quality=1 (none = off)")
 
 
 class QualityConfig(_Section):
@@ -103,11 +108,45 @@ class QualityConfig(_Section):
     threads: int = Field(default=1, ge=0, description="ONNX Runtime threads for scoring (0 = all cores); one "
                          "costs the least CPU per face, more lower the latency on a machine with idle cores")
     queue_size: int = Field(default=256, ge=1, description="bounded: oldest work dropped beyond it")
+    bands_recognizer: str | None = Field(default=None, description="recogniser whose row of the model's threshold "
+                                         "table names the quality bands (default: the table's first)")
 
 
 class ScaleOutConfig(_Section):
     enabled: bool = Field(default=False, description="share cameras with other workers through Redis leases")
     lease_s: float = Field(default=10.0, ge=1.0, description="a dead worker's cameras move after this long")
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class HttpConfig(_Section):
+    token: str | None = Field(default=None, min_length=MIN_TOKEN_CHARS, description="bearer token the API and page "
+                              f"require; else ${HTTP_TOKEN_ENV}; none = no token (loopback only)")
+    host: str = Field(default="127.0.0.1", description="address the console and API listen on")
+    port: int | None = Field(default=None, ge=0, le=65535, description="console and API port (0: any free one); "
+                             "none = off")
+
+    @field_validator("host")
+    @classmethod
+    def _token_beyond_loopback(cls, value: str, info: ValidationInfo) -> str:
+        if not is_loopback(value) and not (info.data.get("token") or os.environ.get(HTTP_TOKEN_ENV)):
+            raise ValueError(f"listening on {value} (beyond loopback) needs a token: set http.token or "
+                             f"${HTTP_TOKEN_ENV}")
+        return value
+
+    def resolved_token(self) -> str | None:
+        """The token from the config, else from the environment (checked like the config's)."""
+        token = self.token or os.environ.get(HTTP_TOKEN_ENV) or None
+        if token is not None and len(token) < MIN_TOKEN_CHARS:
+            raise ConfigError(f"${HTTP_TOKEN_ENV} must be at least {MIN_TOKEN_CHARS} characters")
+        return token
 
 
 class GateConfig(_Section):
@@ -119,11 +158,20 @@ class GateConfig(_Section):
     bestshot: BestShotConfig = BestShotConfig()
     quality: QualityConfig = QualityConfig()
     scaleout: ScaleOutConfig = ScaleOutConfig()
-    metrics_port: int | None = Field(default=None, description="Prometheus endpoint port; none = off")
+    metrics_port: int | None = Field(default=None, description="port of /metrics and /healthz without the console "
+                                     "(with http.port they are served there); none = off")
     metrics_host: str = Field(default="127.0.0.1", description="address the endpoint listens on; 0.0.0.0 lets a "
                               "Prometheus server on another machine scrape it")
     health_stale_s: float = Field(default=30.0, gt=0, description="/healthz is 503 when a camera that should run "
                                   "produced no frame for this long, or Redis was unreachable this long")
+    http: HttpConfig = HttpConfig()
+
+    @field_validator("http")
+    @classmethod
+    def _metrics_in_one_place(cls, value: HttpConfig, info: ValidationInfo) -> HttpConfig:
+        if value.port is not None and info.data.get("metrics_port") is not None:
+            raise ValueError("with http.port set, /metrics and /healthz are served there: remove metrics_port")
+        return value
 
     def redis_url(self, override: str | None = None) -> str | None:
         return override or os.environ.get(REDIS_URL_ENV) or self.redis.url

@@ -1,26 +1,49 @@
-"""``gate demo``: the whole pipeline on the sample videos, with an embedded Redis.
+"""``gate demo``: the whole pipeline on the sample videos, with an embedded Redis and the console.
 
-Two cameras play the seed set's sample videos in real time; the gate detects, tracks,
-scores and publishes; a consumer-group subscriber prints each event as it arrives and
-saves best faces; at the end a summary per track.
+Three cameras play the sample videos in real time; the gate detects, tracks, scores and
+publishes; a consumer-group subscriber prints each event as it arrives and saves best
+faces; the console (web page and API) is served while the demo runs, and with
+``--serve`` after the videos end until Ctrl-C; at the end a summary per track.
 """
 
 from __future__ import annotations
 
 import argparse
+import socket
 import threading
 import time
 
-from gate.config import CameraConfig, GateConfig, SourceConfig
+from pydantic import ValidationError
+
+from gate.config import CameraConfig, ConfigError, GateConfig, HttpConfig, SourceConfig
+
+
+def _console_config(args: argparse.Namespace) -> HttpConfig | None:
+    """The demo's console: the asked port, or a free one when it is busy (a demo should just start)."""
+    if args.no_console:
+        return None
+    port = args.http_port
+    if port:
+        with socket.socket() as probe:
+            try:
+                probe.bind((args.http_host, port))
+            except OSError:
+                print(f"console: port {port} is busy, using a free one")
+                port = 0
+    try:
+        return HttpConfig(host=args.http_host, port=port)
+    except ValidationError as exc:
+        raise ConfigError(f"console: {exc.errors()[0]['msg'].removeprefix('Value error, ')}") from None
 
 
 def run_demo(args: argparse.Namespace) -> int:
     from engines.paths import cache_root
+    from engines.samples import gather_media
     from gate.client import EventSubscriber
     from gate.embedded import EmbeddedRedis
     from gate.runner import Gate
-    from trainer.media import gather_media
 
+    http = _console_config(args)
     media = gather_media(cache_root() / "media", progress=False)
     embedded = None if args.redis else EmbeddedRedis()
     url = args.redis or embedded.url
@@ -30,6 +53,7 @@ def run_demo(args: argparse.Namespace) -> int:
                  CameraConfig(name="door", url=str(media["door_man_single"])),
                  CameraConfig(name="car", url=str(media["carphone"]))],
         source=SourceConfig(loop_files=False, realtime_files=True),
+        http=http or HttpConfig(),
     )
     config.redis.prefix = args.prefix
     config.quality.model = args.model
@@ -57,6 +81,9 @@ def run_demo(args: argparse.Namespace) -> int:
 
     print(f"gate: model {gate.model_tag} on {gate.scorer.backend_name}; cameras: "
           f"{', '.join(c.name for c in config.cameras)}")
+    if gate.console is not None:
+        print(f"console: {gate.console.url}  (open it in a browser"
+              f"{'; it stays up after the videos until Ctrl-C' if args.serve else ''})", flush=True)
     runner.start()
     deadline = time.monotonic() + args.timeout
     try:
@@ -65,6 +92,10 @@ def run_demo(args: argparse.Namespace) -> int:
             workers = list(gate.workers.values())
             if workers and len(workers) == len(config.cameras) and all(not w.alive for w in workers):
                 break
+        if args.serve and gate.console is not None:
+            print(f"videos done; serving {gate.console.url} until Ctrl-C", flush=True)
+            while True:
+                drain(1000)
     except KeyboardInterrupt:
         print("interrupted")
     stop.set()

@@ -37,6 +37,8 @@ class GateMetrics:
         self.frame_to_event_seconds = Histogram("facegate_frame_to_event_seconds",
                                                 "From the best frame's time to its XADD", buckets=LATENCY_BUCKETS,
                                                 registry=self.registry)
+        self.collecting = False  # the gate's counters are registered on the first scrape
+        self.lock = threading.Lock()
 
 
 class _GateCollector:
@@ -52,6 +54,8 @@ class _GateCollector:
                                         "detection rate)", lambda w: max(0, w.frames - w.detections)),
             "facegate_faces_submitted": ("Faces queued for scoring", lambda w: w.submitted),
             "facegate_reconnects": ("Source reconnect attempts", lambda w: w.source.reconnects if w.source else 0),
+            "facegate_tracks_below_min_quality": ("Tracks that ended without reaching bestshot.min_quality (only "
+                                                  "a marked end published)", lambda w: w.shot.below_min_quality),
         }
         workers = dict(gate.workers)
         for name, (doc, read) in per_camera.items():
@@ -140,14 +144,22 @@ def health(gate: Gate, stale_after_s: float | None = None) -> tuple[bool, dict]:
                 "redis_down_s": round(redis_down_for, 1)}
 
 
+def render_metrics(gate: Gate) -> bytes:
+    """The Prometheus text for this gate (whichever server serves it: this one or the console)."""
+    with gate.metrics.lock:
+        if not gate.metrics.collecting:
+            gate.metrics.registry.register(_GateCollector(gate))
+            gate.metrics.collecting = True
+    return generate_latest(gate.metrics.registry)
+
+
 def serve(gate: Gate, port: int, host: str = "127.0.0.1") -> ThreadingHTTPServer:
     """Serve ``/metrics`` and ``/healthz`` on a daemon thread; returns the server (``.server_port``)."""
-    gate.metrics.registry.register(_GateCollector(gate))
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             if self.path.startswith("/metrics"):
-                body, status, kind = generate_latest(gate.metrics.registry), 200, "text/plain; version=0.0.4"
+                body, status, kind = render_metrics(gate), 200, "text/plain; version=0.0.4"
             elif self.path.startswith("/healthz"):
                 ok, info = health(gate)
                 body, status, kind = json.dumps(info).encode(), 200 if ok else 503, "application/json"

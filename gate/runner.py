@@ -18,6 +18,7 @@ the pipeline that dies makes the gate unhealthy and ``run`` return 1.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import json
@@ -87,6 +88,11 @@ class Gate:
         self.supervisor: threading.Thread | None = None
         self.metrics_server = serve(self, config.metrics_port, config.metrics_host) \
             if config.metrics_port is not None else None
+        self.console = None  # the HTTP API and page (gate.console), when http.port is set
+        if config.http.port is not None:
+            from gate.console.server import start_console
+
+            self.console = start_console(self, config.http)
 
     def _timed_score(self, crops):
         with self.metrics.scoring_seconds.time():
@@ -113,6 +119,9 @@ class Gate:
                 del self.stuck[name]
         gone = [name for name in self.workers if name not in desired or desired[name] != self._specs[name]]
         self._release(self._stop_cameras(gone, "detached"))
+        for name in gone:
+            if name not in desired:
+                self._forget_state(name)
         if self.leases is not None:
             starting = self._leased(desired)
         else:
@@ -193,6 +202,11 @@ class Gate:
             return
         for name in stopped:
             self.leases.release(name)
+
+    def _forget_state(self, name: str) -> None:
+        """A detached camera leaves the state hash too (lists show it gone at once, not stale)."""
+        with contextlib.suppress(redis.RedisError):  # advisory, as the states are
+            self.client.hdel(self.keys.camera_state, name)
 
     # -- the loop ----------------------------------------------------------------------
     def thread_failure(self) -> str | None:
@@ -279,4 +293,6 @@ class Gate:
         self.bus.publish_status("worker", self.worker_id, "stopped", self.failure or "")
         if self.metrics_server is not None:
             self.metrics_server.shutdown()
+        if self.console is not None:
+            self.console.stop()
         return self.bus.close(flush_timeout_s)

@@ -35,6 +35,8 @@ EVENT_FIELDS: dict[str, str] = {
     "frame_jpeg": "downscaled full frame, JPEG bytes (may be empty when over its size cap)",
     "owner_epoch": "fencing token of the camera's owner (scale-out: taken at each lease acquisition, always "
                    "higher for a later owner; 0 without scale-out)",
+    "below_min_quality": "1 on the end of a track whose best never reached bestshot.min_quality (it had no new), "
+                         "else 0",
 }
 
 STATUS_FIELDS: dict[str, str] = {
@@ -110,6 +112,7 @@ class Event:
     face_jpeg: bytes
     frame_jpeg: bytes
     owner_epoch: int = 0
+    below_min_quality: bool = False
 
     def to_fields(self) -> dict[str, bytes | str]:
         return {
@@ -121,6 +124,7 @@ class Event:
             "det_score": f"{self.det_score:.4f}", "quality": f"{self.quality:.3f}", "model": self.model,
             "frame_w": str(self.frame_w), "frame_h": str(self.frame_h),
             "face_jpeg": self.face_jpeg, "frame_jpeg": self.frame_jpeg, "owner_epoch": str(self.owner_epoch),
+            "below_min_quality": "1" if self.below_min_quality else "0",
         }
 
     @staticmethod
@@ -139,4 +143,5 @@ class Event:
             quality=float(text("quality")), model=text("model"), frame_w=int(text("frame_w")),
             frame_h=int(text("frame_h")), face_jpeg=bytes(f["face_jpeg"]), frame_jpeg=bytes(f["frame_jpeg"]),
             owner_epoch=int(text("owner_epoch")) if "owner_epoch" in f else 0,
+            below_min_quality=f.get("below_min_quality") in (b"1", "1"),  # absent in entries of older gates
         )

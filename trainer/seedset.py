@@ -31,8 +31,8 @@ from engines.alignment import align_face
 from engines.detector import Detector
 from engines.imageio import read_image
 from engines.paths import cache_root
+from engines.samples import ARCHIVES, MEDIA, MediaFile, gather_media
 from trainer.degrade import DEGRADATIONS, LEVELS, degrade
-from trainer.media import ARCHIVES, MEDIA, MediaFile, gather_media
 from trainer.videos import sampled_frames
 
 SEED_VERSION = 7
@@ -191,7 +191,7 @@ def _write_provenance(work: Path) -> None:
         "# Seed set provenance",
         "",
         "Built by `trainer samples` from media shipped in registry packages; every file was",
-        "checked against the sha256 in `trainer/media.py`. Crops are aligned 112×112 faces",
+        "checked against the sha256 in `engines/samples.py`. Crops are aligned 112×112 faces",
         "(YuNet detector, ArcFace template). Degraded crops derive from real crops",
         "(`trainer/degrade.py`). For research and testing; follow each source's licence.",
         "",

