@@ -29,12 +29,14 @@ from gate.spool import Spool
 log = logging.getLogger(__name__)
 BATCH = 50  # entries per pipelined write
 ERROR_LOG_INTERVAL_S = 10.0
+REDIS_TIMEOUT_S = 5.0  # connect and socket timeout of the gate's Redis calls
 
 
 def connect(url: str, ssl_ca_certs: str | None = None, ssl_certfile: str | None = None,
             ssl_keyfile: str | None = None) -> redis.Redis:
     """A redis-py client for ``url`` (redis:// or rediss://), short timeouts, no decoding."""
-    kwargs: dict = {"socket_timeout": 5, "socket_connect_timeout": 5, "health_check_interval": 15}
+    kwargs: dict = {"socket_timeout": REDIS_TIMEOUT_S, "socket_connect_timeout": REDIS_TIMEOUT_S,
+                    "health_check_interval": 15}
     if url.startswith("rediss://"):
         kwargs.update({k: v for k, v in {"ssl_ca_certs": ssl_ca_certs, "ssl_certfile": ssl_certfile,
                                           "ssl_keyfile": ssl_keyfile}.items() if v})

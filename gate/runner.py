@@ -33,7 +33,7 @@ import redis
 from engines.detector import Detector
 from engines.paths import cache_root
 from engines.quality import QualityScorer
-from gate.bus import Bus, connect
+from gate.bus import REDIS_TIMEOUT_S, Bus, connect
 from gate.camera import CameraWorker
 from gate.config import CameraConfig, GateConfig
 from gate.leases import Lease, LeaseManager, new_worker_id
@@ -85,6 +85,7 @@ class Gate:
             if config.scaleout.enabled else None
         self.failure: str | None = None
         self.supervisor: threading.Thread | None = None
+        self.last_round: float | None = None  # time.monotonic() when the supervisor last began a round
         self.metrics_server = serve(self, config.metrics_port, config.metrics_host) \
             if config.metrics_port is not None else None
 
@@ -195,6 +196,12 @@ class Gate:
             self.leases.release(name)
 
     # -- the loop ----------------------------------------------------------------------
+    def round_limit_s(self) -> float:
+        """The longest a supervisor round takes while it works: three camera stops (detached, lost
+        and surplus cameras), two lease hand-overs' waits, and for each of its six Redis calls a
+        timeout on the call and one on the reconnect. Past it the supervisor is stuck (``/livez``)."""
+        return 3 * self.config.source.stop_timeout_s + 4 * RELEASE_WAIT_S + 12 * REDIS_TIMEOUT_S
+
     def thread_failure(self) -> str | None:
         """Why the pipeline cannot go on (a thread of it died), or None."""
         if not self.scoring.alive:
@@ -250,6 +257,7 @@ class Gate:
         except redis.RedisError:
             last_control = "$"
         while not stop.is_set():
+            self.last_round = time.monotonic()
             self.failure = self.thread_failure()
             if self.failure:
                 log.error("%s: the gate stops (exit code 1) so that its supervisor restarts it", self.failure)

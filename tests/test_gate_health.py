@@ -13,6 +13,7 @@ import time
 import urllib.error
 import urllib.request
 
+from gate.bus import REDIS_TIMEOUT_S
 from gate.config import CameraConfig, GateConfig, ScaleOutConfig, SourceConfig, TrackingConfig
 from gate.schema import Keys
 from tests.support.servers import free_port, start_redis, start_rtsp
@@ -359,3 +360,49 @@ def test_a_camera_back_online_is_not_judged_by_its_old_connections_last_frame(re
     assert worker.state == "online"
     worker.scoring.close()
     worker.bus.close()
+
+
+def _get(port: int, path: str) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as reply:
+            return reply.status, json.loads(reply.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_livez_ignores_a_broken_camera_and_sees_a_stuck_supervisor_or_a_dead_thread(tmp_path):
+    """/healthz is 503 for a camera that never gets a frame; /livez stays 200 (a restart would not
+    mend the camera). /livez is 503 when the supervisor makes no round (here Redis is frozen, so
+    every Redis call of a round waits for its timeout) or a pipeline thread is gone."""
+    from gate.metrics import liveness
+
+    server = start_redis(tmp_path / "redis")
+    port = free_port()
+    nothing_there = f"rtsp://127.0.0.1:{free_port()}/cam"
+    run = Running(server.url, GateConfig(cameras=[CameraConfig(name="broken", url=nothing_there)],
+                                         metrics_port=port, health_stale_s=2, source=_source()))
+    frozen = False
+    try:
+        code, body = _wait(lambda: (lambda r: r if r[0] == 503 else None)(_get(port, "/healthz")), 30,
+                           "the broken camera to make the gate unhealthy")
+        assert not body["per_camera"]["broken"]["ok"]
+        code, body = _get(port, "/livez")
+        assert code == 200 and body["ok"] and all(body["threads"].values()), body
+        limit_s = 2 * REDIS_TIMEOUT_S / 3  # below one Redis timeout: a frozen Redis holds a round longer
+        assert liveness(run.gate, limit_s)[0]
+        os.kill(server.process.pid, signal.SIGSTOP)
+        frozen = True
+        _, body = _wait(lambda: (lambda r: r if not r[0] else None)(liveness(run.gate, limit_s)), 60,
+                        "the supervisor to be seen stuck")
+        assert any("supervisor is stuck" in reason for reason in body["reasons"])
+        os.kill(server.process.pid, signal.SIGCONT)
+        frozen = False
+        _wait(lambda: liveness(run.gate, limit_s)[0], 60, "the supervisor going round again")
+        run.gate.scoring.close()  # the scoring thread is gone, as if it had crashed
+        ok, body = liveness(run.gate)
+        assert not ok and body["threads"]["scorer"] is False
+    finally:
+        if frozen:
+            os.kill(server.process.pid, signal.SIGCONT)
+        run.close()
+        server.stop()
