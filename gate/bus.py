@@ -279,6 +279,10 @@ class Bus:
             if self._spool is not None:
                 kept = self._spool.prepend([(stream, fields) for stream, fields, _ in left])
                 self.stats.dropped += len(left) - kept
+                if kept < len(left):  # no status entry can tell anyone any more: the log must
+                    log.error("redis unreachable at close: %d entries could not be kept in the spill folder %s "
+                              "(its bound is reached or the disk refused them): lost", len(left) - kept,
+                              self._spill_dir)
                 if not flushed:
                     log.warning("redis unreachable at close: %d entries kept in the spill folder %s for the next "
                                 "gate process", self._spool.pending_entries, self._spill_dir)

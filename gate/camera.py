@@ -24,7 +24,7 @@ from gate.bestshot import BestShot, Sample
 from gate.bus import Bus
 from gate.config import CameraConfig, GateConfig
 from gate.leases import Lease
-from gate.redact import redact_url
+from gate.redact import redact_text, redact_url
 from gate.schema import Event
 from gate.scoring import EndJob, ScoreJob, ScoringQueue
 from gate.source import CameraSource, Frame, stall_reason
@@ -85,6 +85,7 @@ class CameraWorker:
 
     # -- state and track ends ----------------------------------------------------------
     def _on_state(self, state: str, reason: str) -> None:
+        reason = redact_text(reason)  # last_error goes to the camera_state hash and /healthz
         with self._lock:
             if self.abandoned:
                 return

@@ -406,3 +406,22 @@ def test_livez_ignores_a_broken_camera_and_sees_a_stuck_supervisor_or_a_dead_thr
             os.kill(server.process.pid, signal.SIGCONT)
         run.close()
         server.stop()
+
+
+def test_a_cameras_last_error_never_holds_credentials(redis_server, detector):
+    """last_error reaches the camera_state hash (gate cameras) and /healthz: an unexpected error's
+    text is cleaned like every status reason."""
+    import numpy as np
+
+    from gate.bus import Bus, connect
+    from gate.camera import CameraWorker
+    from gate.scoring import ScoringQueue
+
+    scoring = ScoringQueue(lambda batch: np.full(len(batch), 50.0, np.float32))
+    bus = Bus(connect(redis_server.url), KEYS)
+    worker = CameraWorker(CameraConfig(name="door", url="rtsp://admin:S3cret@10.0.0.5/stream"), GateConfig(),
+                          detector, scoring, bus, "m@1")
+    worker._on_state("error", "RuntimeError: cannot decode rtsp://admin:S3cret@10.0.0.5/stream")
+    assert "S3cret" not in worker.last_error and "10.0.0.5/stream" in worker.last_error
+    scoring.close()
+    bus.close()
