@@ -3,11 +3,13 @@
 Every open has open and read timeouts (a hung server never blocks a reader forever);
 a stream that ends, errors or stalls is a disconnect: the source reports it, waits with
 exponential backoff and reopens. A stall is what ``source.watchdog_s`` says: no frame for
-that long. The reader catches both kinds itself, so it reconnects within the watchdog time:
+that long. The reader catches both kinds of stall itself and reconnects within that time:
 packets that arrive without a frame (a camera whose video died while its audio goes on) are
 checked at every packet, and a read that gets no data at all is ended by FFmpeg's read
-timeout, capped for that (:func:`read_timeout_s`). Decoding uses FFmpeg's own threads; a frame is
-converted to BGR only when something looks at it. NVDEC is used when the process found
+timeout, capped for that (:func:`read_timeout_s`).
+
+Decoding uses FFmpeg's own threads; a frame is converted to BGR only when something looks
+at it. NVDEC is used when the process found
 it usable (``gate/nvdec.py``: probed once per process, one CUDA context for all cameras);
 each attempt opens the stream once, and the decoder in use is reported when the camera
 comes online.
