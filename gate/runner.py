@@ -35,7 +35,7 @@ from engines.paths import cache_root
 from engines.quality import QualityScorer
 from gate.bus import REDIS_TIMEOUT_S, Bus, connect
 from gate.camera import CameraWorker
-from gate.config import CameraConfig, GateConfig
+from gate.config import CameraConfig, ConfigError, GateConfig
 from gate.leases import Lease, LeaseManager, new_worker_id
 from gate.metrics import GateMetrics, serve
 from gate.redact import redact_text
@@ -86,8 +86,14 @@ class Gate:
         self.failure: str | None = None
         self.supervisor: threading.Thread | None = None
         self.last_round: float | None = None  # time.monotonic() when the supervisor last began a round
-        self.metrics_server = serve(self, config.metrics_port, config.metrics_host) \
-            if config.metrics_port is not None else None
+        try:
+            self.metrics_server = serve(self, config.metrics_port, config.metrics_host) \
+                if config.metrics_port is not None else None
+        except OSError as exc:  # e.g. the port is in use: a configuration error, not a crash to restart
+            self.scoring.close()
+            self.bus.close(0.1)
+            raise ConfigError(f"metrics_port {config.metrics_port} on {config.metrics_host}: "
+                              f"{exc.strerror or exc}") from None
 
     def _timed_score(self, crops):
         with self.metrics.scoring_seconds.time():

@@ -419,3 +419,21 @@ def test_a_cameras_last_error_never_holds_credentials(redis_server, detector):
     assert "S3cret" not in worker.last_error and "10.0.0.5/stream" in worker.last_error
     scoring.close()
     bus.close()
+
+
+def test_a_metrics_port_in_use_is_a_clear_error(tmp_path):
+    """Exit code 2 with the cause, no traceback, nothing left behind (code 1 would ask to be restarted)."""
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        config = tmp_path / "gate.yaml"
+        config.write_text(f"metrics_port: {port}\nredis:\n  spill_dir: {tmp_path / 'spool'}\n")
+        result = subprocess.run([sys.executable, "-m", "gate.cli", "run", "--config", str(config), "--redis",
+                                 "redis://127.0.0.1:1/0"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert f"metrics_port {port} on 127.0.0.1" in result.stderr and "in use" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "spool").exists()  # its empty spill folder was removed again
