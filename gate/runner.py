@@ -293,4 +293,5 @@ class Gate:
         self.bus.publish_status("worker", self.worker_id, "stopped", self.failure or "")
         if self.metrics_server is not None:
             self.metrics_server.shutdown()
+            self.metrics_server.server_close()  # the port is free again when run() returns
         return self.bus.close(flush_timeout_s)

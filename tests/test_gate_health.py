@@ -6,6 +6,7 @@ import json
 import os
 import resource
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -400,6 +401,9 @@ def test_livez_ignores_a_broken_camera_and_sees_a_stuck_supervisor_or_a_dead_thr
             os.kill(server.process.pid, signal.SIGCONT)
         run.close()
         server.stop()
+    with socket.socket() as again:  # the stopped gate let go of its port (TIME_WAIT connections aside)
+        again.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        again.bind(("127.0.0.1", port))
 
 
 def test_a_cameras_last_error_never_holds_credentials(redis_server, detector):
@@ -423,8 +427,6 @@ def test_a_cameras_last_error_never_holds_credentials(redis_server, detector):
 
 def test_a_metrics_port_in_use_is_a_clear_error(tmp_path):
     """Exit code 2 with the cause, no traceback, nothing left behind (code 1 would ask to be restarted)."""
-    import socket
-
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
