@@ -66,7 +66,9 @@ class Manifest(_Strict):
     notes: str = ""
     training: dict | None = None
     evaluation: dict | None = None
-    engines: dict = Field(default_factory=dict, description="built TensorRT plans by key")
+    engines: dict = Field(default_factory=dict, exclude=True, description="read from older manifests and "
+                          "ignored, never written: TensorRT plans are machine-specific, so their records live "
+                          "beside each plan, untracked (engines/plans.py)")
 
     @property
     def tag(self) -> str:

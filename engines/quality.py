@@ -1,8 +1,8 @@
 """Quality scorer: aligned crops → SDD-FIQA quality 0..100, batched.
 
 Runs the current quality model (``engines/models/current.json``) or a named one. With
-``backend="auto"`` it runs a TensorRT plan when one recorded in the manifest was built for
-the running TensorRT version and GPU (``engines/plans.py``) and loads, else ONNX Runtime,
+``backend="auto"`` it runs a TensorRT plan when one recorded beside it was built from this
+model for the running TensorRT version and GPU (``engines/plans.py``) and loads, else ONNX Runtime,
 saying why in one log line: a warning when something GPU-side was there to fall back
 from (a recorded plan, or a usable TensorRT), an info line on a plain CPU machine.
 ``backend="tensorrt"`` fails with that reason instead. The manifest says how to feed it.
@@ -20,7 +20,7 @@ from engines.backends.onnxruntime import OnnxRuntimeBackend
 from engines.errors import ModelError
 from engines.manifest import Manifest
 from engines.modelfiles import load_model, model_dir
-from engines.plans import select_plan
+from engines.plans import recorded_plans, select_plan
 from engines.registry import current_model
 
 log = logging.getLogger(__name__)
@@ -30,10 +30,11 @@ def _tensorrt_backend(manifest: Manifest, directory: Path) -> tuple[Backend | No
     """(backend, "", _) with the plan that fits this machine, or (None, why not, whether to warn)."""
     from engines.backends import tensorrt
 
+    records = recorded_plans(directory)
     runtime, reason = tensorrt.tensorrt_runtime()
     if runtime is None:
-        return None, reason, bool(manifest.engines)
-    choice = select_plan(manifest.engines, directory, runtime)
+        return None, reason, bool(records)
+    choice = select_plan(records, directory, runtime, manifest.sha256)
     if choice.path is None:
         return None, choice.reason, True
     try:

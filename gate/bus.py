@@ -29,12 +29,14 @@ from gate.spool import Spool
 log = logging.getLogger(__name__)
 BATCH = 50  # entries per pipelined write
 ERROR_LOG_INTERVAL_S = 10.0
+REDIS_TIMEOUT_S = 5.0  # connect and socket timeout of the gate's Redis calls
 
 
 def connect(url: str, ssl_ca_certs: str | None = None, ssl_certfile: str | None = None,
             ssl_keyfile: str | None = None) -> redis.Redis:
     """A redis-py client for ``url`` (redis:// or rediss://), short timeouts, no decoding."""
-    kwargs: dict = {"socket_timeout": 5, "socket_connect_timeout": 5, "health_check_interval": 15}
+    kwargs: dict = {"socket_timeout": REDIS_TIMEOUT_S, "socket_connect_timeout": REDIS_TIMEOUT_S,
+                    "health_check_interval": 15}
     if url.startswith("rediss://"):
         kwargs.update({k: v for k, v in {"ssl_ca_certs": ssl_ca_certs, "ssl_certfile": ssl_certfile,
                                           "ssl_keyfile": ssl_keyfile}.items() if v})
@@ -277,6 +279,10 @@ class Bus:
             if self._spool is not None:
                 kept = self._spool.prepend([(stream, fields) for stream, fields, _ in left])
                 self.stats.dropped += len(left) - kept
+                if kept < len(left):  # no status entry can tell anyone any more: the log must
+                    log.error("redis unreachable at close: %d entries could not be kept in the spill folder %s "
+                              "(its bound is reached or the disk refused them): lost", len(left) - kept,
+                              self._spill_dir)
                 if not flushed:
                     log.warning("redis unreachable at close: %d entries kept in the spill folder %s for the next "
                                 "gate process", self._spool.pending_entries, self._spill_dir)

@@ -24,10 +24,10 @@ from gate.bestshot import BestShot, Sample
 from gate.bus import Bus
 from gate.config import CameraConfig, GateConfig
 from gate.leases import Lease
-from gate.redact import redact_url
+from gate.redact import redact_text, redact_url
 from gate.schema import Event
 from gate.scoring import EndJob, ScoreJob, ScoringQueue
-from gate.source import CameraSource, Frame
+from gate.source import CameraSource, Frame, stall_reason
 from gate.tracker import Track, Tracker
 
 log = logging.getLogger(__name__)
@@ -85,6 +85,7 @@ class CameraWorker:
 
     # -- state and track ends ----------------------------------------------------------
     def _on_state(self, state: str, reason: str) -> None:
+        reason = redact_text(reason)  # last_error goes to the camera_state hash and /healthz
         with self._lock:
             if self.abandoned:
                 return
@@ -95,6 +96,9 @@ class CameraWorker:
             self.state = state
             if state == "online":  # the reason names the decoder, not an error
                 self.decoder = self.source.decoder if self.source else ""
+                # A frame is on its way: without this the watchdog could judge the new connection
+                # by the last frame of the old one before that frame is counted.
+                self.last_frame_mono = time.monotonic()
             else:
                 self.last_error = reason or self.last_error
 
@@ -106,8 +110,12 @@ class CameraWorker:
 
     def watch(self) -> None:
         """The supervisor's check, about once a second: an online camera that produced no frame for
-        ``source.watchdog_s`` is reported offline and its tracks end (the reader reconnects when its
-        read times out)."""
+        ``source.watchdog_s`` is reported offline and its tracks end, whatever its thread is doing.
+
+        The reader reconnects by itself within that time (``gate/source.py``); this check is what
+        still reports the stall when the camera's thread is held up somewhere else (detection,
+        a decoder that hangs in its driver). If frames come again, the camera is back online.
+        """
         with self._lock:
             if self.abandoned or self.state != "online" or self.last_frame_mono is None:
                 return
@@ -115,7 +123,7 @@ class CameraWorker:
             if idle < self.config.source.watchdog_s:
                 return
             self._finish(self.tracker.expire(self._last_frame_clock + idle))
-            self._on_state("offline", f"no frame for {idle:.0f} s (watchdog)")
+            self._on_state("offline", stall_reason(self.config.source.watchdog_s))
 
     def abandon(self) -> None:
         """The thread did not stop in time: end its open tracks here; it stays silent from now on."""

@@ -61,14 +61,17 @@ class CameraConfig(_Section):
 
 class SourceConfig(_Section):
     open_timeout_s: float = Field(default=10.0, gt=0)
-    read_timeout_s: float = Field(default=10.0, gt=0)
+    read_timeout_s: float = Field(default=10.0, gt=0, description="a read waits this long for data (at most "
+                                  "watchdog_s / 2: FFmpeg's RTSP reader gives up at the second time-out)")
     backoff_initial_s: float = Field(default=1.0, gt=0)
     backoff_max_s: float = Field(default=30.0, gt=0)
     watchdog_s: float = Field(default=15.0, gt=0, description="no frame for this long: reported offline, open "
-                              "tracks end (the reader reconnects when its read times out)")
+                              "tracks end, the reader reconnects (also when packets still arrive, e.g. audio)")
     stop_timeout_s: float = Field(default=10.0, gt=0, description="a stopping camera's thread may take this long "
                                   "(it finishes its current read); beyond it the camera is abandoned")
-    hwaccel: Literal["auto", "cuda", "none"] = "auto"
+    hwaccel: Literal["auto", "cuda", "none"] = Field(default="auto", description="auto: NVDEC if the process's "
+                                                     "one probe found it usable, else software; cuda: NVDEC or the "
+                                                     "camera goes to error naming the cause; none: software")
     loop_files: bool = Field(default=False, description="restart file sources at their end (demos)")
     realtime_files: bool = Field(default=True, description="pace file sources at their frame rate")
 

@@ -1,11 +1,15 @@
-"""Prometheus metrics and a health check for one gate (``metrics_port`` in the config).
+"""Prometheus metrics and health checks for one gate (``metrics_port`` in the config).
 
 Counters kept by the gate's objects are read at scrape time by a collector (no locking
 in the frame path); latencies are histograms observed where they happen. ``/healthz``
 answers 503, with its reasons, when any camera that should run produced no frame for
 ``health_stale_s`` (each camera is reported on its own), a camera thread ended with an error
 or did not stop, a thread of the pipeline (scorer, bus, lease keeper, supervisor) is not
-running, or Redis has been unreachable longer than ``health_stale_s``.
+running, or Redis has been unreachable longer than ``health_stale_s``: is the gate doing its
+whole job (alerts, readiness). ``/livez`` answers 503 only when the process itself is broken,
+so that restarting it helps: a pipeline thread is not running, or the supervisor is stuck
+(no round for longer than a round can take). A broken camera or an unreachable Redis does not
+count: a restart would not mend them, and would interrupt the other cameras.
 """
 
 from __future__ import annotations
@@ -113,6 +117,30 @@ def _camera_health(name: str, worker, now: float, stale_after_s: float) -> tuple
     return ok, {**info, "ok": ok}, reason
 
 
+def _pipeline_threads(gate: Gate) -> dict[str, bool]:
+    threads = {"supervisor": gate.supervisor is not None and gate.supervisor.is_alive(),
+               "scorer": gate.scoring.alive, "bus": gate.bus.alive}
+    if gate.leases is not None:
+        threads["lease_keeper"] = gate.leases.alive
+    return threads
+
+
+def liveness(gate: Gate, round_limit_s: float | None = None) -> tuple[bool, dict]:
+    """Whether the process works at all (a liveness probe): its threads run and its supervisor goes round."""
+    round_limit_s = gate.round_limit_s() if round_limit_s is None else round_limit_s
+    threads = _pipeline_threads(gate)
+    reasons = [f"the {name} thread is not running" for name, alive in threads.items() if not alive]
+    since_round = None if gate.last_round is None else time.monotonic() - gate.last_round
+    if since_round is not None and since_round > round_limit_s and threads["supervisor"]:
+        reasons.append(f"the supervisor is stuck: no round for {since_round:.0f} s (a round takes at most "
+                       f"{round_limit_s:.0f} s)")
+    if gate.failure:
+        reasons.append(gate.failure)
+    ok = not reasons
+    return ok, {"ok": ok, "reasons": reasons, "threads": threads,
+                "seconds_since_supervisor_round": None if since_round is None else round(since_round, 1)}
+
+
 def health(gate: Gate, stale_after_s: float | None = None) -> tuple[bool, dict]:
     """Whether the gate does its job, and why not: per camera, per thread, Redis."""
     stale_after_s = gate.config.health_stale_s if stale_after_s is None else stale_after_s
@@ -126,10 +154,7 @@ def health(gate: Gate, stale_after_s: float | None = None) -> tuple[bool, dict]:
         if worker.alive:
             per_camera[name] = {"state": "abandoned", "ok": False, "seconds_since_last_frame": None}
             reasons.append(f"camera {name}: its thread did not stop (abandoned)")
-    threads = {"supervisor": gate.supervisor is not None and gate.supervisor.is_alive(),
-               "scorer": gate.scoring.alive, "bus": gate.bus.alive}
-    if gate.leases is not None:
-        threads["lease_keeper"] = gate.leases.alive
+    threads = _pipeline_threads(gate)
     reasons += [f"the {name} thread is not running" for name, alive in threads.items() if not alive]
     if gate.failure:
         reasons.append(gate.failure)
@@ -154,14 +179,14 @@ def render_metrics(gate: Gate) -> bytes:
 
 
 def serve(gate: Gate, port: int, host: str = "127.0.0.1") -> ThreadingHTTPServer:
-    """Serve ``/metrics`` and ``/healthz`` on a daemon thread; returns the server (``.server_port``)."""
+    """Serve ``/metrics``, ``/healthz`` and ``/livez`` on a daemon thread; returns the server (``.server_port``)."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             if self.path.startswith("/metrics"):
                 body, status, kind = render_metrics(gate), 200, "text/plain; version=0.0.4"
-            elif self.path.startswith("/healthz"):
-                ok, info = health(gate)
+            elif self.path.startswith(("/healthz", "/livez")):
+                ok, info = health(gate) if self.path.startswith("/healthz") else liveness(gate)
                 body, status, kind = json.dumps(info).encode(), 200 if ok else 503, "application/json"
             else:
                 body, status, kind = b"not found\n", 404, "text/plain"

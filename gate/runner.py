@@ -34,9 +34,9 @@ import redis
 from engines.detector import Detector
 from engines.paths import cache_root
 from engines.quality import QualityScorer
-from gate.bus import Bus, connect
+from gate.bus import REDIS_TIMEOUT_S, Bus, connect
 from gate.camera import CameraWorker
-from gate.config import CameraConfig, GateConfig
+from gate.config import CameraConfig, ConfigError, GateConfig
 from gate.leases import Lease, LeaseManager, new_worker_id
 from gate.metrics import GateMetrics, serve
 from gate.redact import redact_text
@@ -86,8 +86,15 @@ class Gate:
             if config.scaleout.enabled else None
         self.failure: str | None = None
         self.supervisor: threading.Thread | None = None
-        self.metrics_server = serve(self, config.metrics_port, config.metrics_host) \
-            if config.metrics_port is not None else None
+        self.last_round: float | None = None  # time.monotonic() when the supervisor last began a round
+        try:
+            self.metrics_server = serve(self, config.metrics_port, config.metrics_host) \
+                if config.metrics_port is not None else None
+        except OSError as exc:  # e.g. the port is in use: a configuration error, not a crash to restart
+            self.scoring.close()
+            self.bus.close(0.1)
+            raise ConfigError(f"metrics_port {config.metrics_port} on {config.metrics_host}: "
+                              f"{exc.strerror or exc}") from None
         self.console = None  # the HTTP API and page (gate.console), when http.port is set
         if config.http.port is not None:
             from gate.console.server import start_console
@@ -209,6 +216,12 @@ class Gate:
             self.client.hdel(self.keys.camera_state, name)
 
     # -- the loop ----------------------------------------------------------------------
+    def round_limit_s(self) -> float:
+        """The longest a supervisor round takes while it works: three camera stops (detached, lost
+        and surplus cameras), two lease hand-overs' waits, and for each of its six Redis calls a
+        timeout on the call and one on the reconnect. Past it the supervisor is stuck (``/livez``)."""
+        return 3 * self.config.source.stop_timeout_s + 4 * RELEASE_WAIT_S + 12 * REDIS_TIMEOUT_S
+
     def thread_failure(self) -> str | None:
         """Why the pipeline cannot go on (a thread of it died), or None."""
         if not self.scoring.alive:
@@ -264,6 +277,7 @@ class Gate:
         except redis.RedisError:
             last_control = "$"
         while not stop.is_set():
+            self.last_round = time.monotonic()
             self.failure = self.thread_failure()
             if self.failure:
                 log.error("%s: the gate stops (exit code 1) so that its supervisor restarts it", self.failure)
@@ -293,6 +307,7 @@ class Gate:
         self.bus.publish_status("worker", self.worker_id, "stopped", self.failure or "")
         if self.metrics_server is not None:
             self.metrics_server.shutdown()
+            self.metrics_server.server_close()  # the port is free again when run() returns
         if self.console is not None:
             self.console.stop()
         return self.bus.close(flush_timeout_s)

@@ -2,8 +2,14 @@
 
 Every open has open and read timeouts (a hung server never blocks a reader forever);
 a stream that ends, errors or stalls is a disconnect: the source reports it, waits with
-exponential backoff and reopens. Decoding uses FFmpeg's own threads; a frame is
-converted to BGR only when something looks at it. NVDEC is used when the process found
+exponential backoff and reopens. A stall is what ``source.watchdog_s`` says: no frame for
+that long. The reader catches both kinds of stall itself and reconnects within that time:
+packets that arrive without a frame (a camera whose video died while its audio goes on) are
+checked at every packet, and a read that gets no data at all is ended by FFmpeg's read
+timeout, capped for that (:func:`read_timeout_s`).
+
+Decoding uses FFmpeg's own threads; a frame is converted to BGR only when something looks
+at it. NVDEC is used when the process found
 it usable (``gate/nvdec.py``: probed once per process, one CUDA context for all cameras);
 each attempt opens the stream once, and the decoder in use is reported when the camera
 comes online.
@@ -87,6 +93,24 @@ def _duration_s(stream) -> float | None:
     return float(stream.duration * stream.time_base)
 
 
+def read_timeout_s(config: SourceConfig) -> float:
+    """FFmpeg's read timeout for a stream: ``read_timeout_s``, at most half of ``watchdog_s``.
+
+    Nothing can end a read that waits for data from another thread: closing the container
+    there is unsafe, and PyAV's interrupt callback compares only against this timeout. And
+    FFmpeg's RTSP reader gives up at the second time-out, not the first (at the first it
+    hands out the packet it had queued): measured against a frozen server, 2.0, 4.0 and
+    8.1 s for 1, 2 and 4 s. Half the watchdog time makes a hung server's stream reconnect
+    within the watchdog time.
+    """
+    return min(config.read_timeout_s, config.watchdog_s / 2)
+
+
+def stall_reason(watchdog_s: float) -> str:
+    """How a stall is reported, by the reader and by the supervisor's watchdog alike (one entry)."""
+    return f"no frame for {watchdog_s:g} s (watchdog)"
+
+
 def _working_size(width: int, height: int, max_side: int) -> tuple[int, int]:
     if max(width, height) <= max_side:
         return width, height
@@ -115,7 +139,7 @@ class CameraSource:
 
     def _open(self):
         options = {}
-        timeout = (self.config.open_timeout_s, self.config.read_timeout_s)
+        timeout = (self.config.open_timeout_s, read_timeout_s(self.config))
         if not _is_file(self.url):
             options = {"rtsp_transport": self.transport} if self.url.startswith(("rtsp", "rtsps")) else {}
         path = self.url[len("file://"):] if self.url.startswith("file://") else self.url
@@ -160,26 +184,35 @@ class CameraSource:
             first_pts = None
             played_s = 0.0  # of a file: how far its frames reached
             interval_s = 1.0 / float(stream.average_rate) if stream.average_rate else 0.0
+            last_frame = time.monotonic()  # or the time the stream opened, before its first frame
             try:
-                for frame in container.decode(stream):
+                # Every stream's packets, not only the video's: the loop keeps control (and sees
+                # the stall) while the video is silent but audio or data packets still arrive.
+                for packet in container.demux():
                     if self.stop.is_set():
                         return
-                    work_w, work_h = _working_size(frame.width, frame.height, self.max_side)
-                    ts = time.time()
-                    if is_file and frame.pts is not None and frame.time_base is not None:
-                        seconds = float(frame.pts * frame.time_base)
-                        first_pts = seconds if first_pts is None else first_pts
-                        offset = seconds - first_pts
-                        played_s = max(played_s, offset + interval_s)
-                        ts = wall_start + offset
-                        if self.config.realtime_files:
-                            delay = offset - (time.monotonic() - started)
-                            if delay > 0 and self.stop.wait(delay):
-                                return
-                    self.frame_count += 1
-                    if not self.decoder:
-                        self.decoder = nvdec.decoder_name(stream.codec_context)
-                    yield Frame(ts, frame, work_w, work_h)
+                    if time.monotonic() - last_frame >= self.config.watchdog_s:
+                        raise SourceError(stall_reason(self.config.watchdog_s))
+                    if packet.stream.index != stream.index:
+                        continue
+                    for frame in packet.decode():
+                        work_w, work_h = _working_size(frame.width, frame.height, self.max_side)
+                        ts = time.time()
+                        if is_file and frame.pts is not None and frame.time_base is not None:
+                            seconds = float(frame.pts * frame.time_base)
+                            first_pts = seconds if first_pts is None else first_pts
+                            offset = seconds - first_pts
+                            played_s = max(played_s, offset + interval_s)
+                            ts = wall_start + offset
+                            if self.config.realtime_files:
+                                delay = offset - (time.monotonic() - started)
+                                if delay > 0 and self.stop.wait(delay):
+                                    return
+                        self.frame_count += 1
+                        if not self.decoder:
+                            self.decoder = nvdec.decoder_name(stream.codec_context)
+                        last_frame = time.monotonic()
+                        yield Frame(ts, frame, work_w, work_h)
             except av.error.FFmpegError as exc:
                 raise SourceError(redact_text(f"stream error: {type(exc).__name__}: {exc.strerror or exc}")) from None
             if not is_file:

@@ -47,7 +47,8 @@ def synthetic_event(camera: str, quality: float, model: str, track: int = 1, fra
 ROUTES = [("GET", "/"), ("GET", "/static/app.js"), ("GET", "/api/gate"), ("GET", "/api/cameras"),
           ("POST", "/api/cameras"), ("DELETE", "/api/cameras/cam"), ("GET", "/api/events"),
           ("GET", "/api/events/1-0"), ("GET", "/api/events/1-0/face.jpg"), ("GET", "/api/events/1-0/frame.jpg"),
-          ("GET", "/api/events/stream"), ("GET", "/metrics"), ("GET", "/healthz"), ("GET", "/api/openapi.json")]
+          ("GET", "/api/events/stream"), ("GET", "/metrics"), ("GET", "/healthz"), ("GET", "/livez"),
+          ("GET", "/api/openapi.json")]
 
 
 def test_every_route_needs_the_token(console):
@@ -256,6 +257,8 @@ def test_metrics_and_health_are_served_by_the_console(console):
     assert "facegate_tracks_below_min_quality_total" in text
     health = console.api.get("/healthz")
     assert health.status_code == 200 and health.json()["ok"] is True
+    live = console.api.get("/livez")
+    assert live.status_code == 200 and live.json()["ok"] is True
 
 
 def test_gate_events_names_bands_from_a_models_table(console, tmp_path):

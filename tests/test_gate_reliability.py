@@ -518,3 +518,18 @@ def test_default_spill_folder_is_one_per_deployment():
                                                                                        "facegate:")}
     assert len(others) == 4 and base not in others
     assert "old" not in str(base)
+
+
+def test_entries_that_cannot_be_kept_at_close_are_logged_not_only_counted(tmp_path, caplog):
+    """At close no status entry can report an overflow any more: what is lost must be in the log."""
+    from gate.bus import Bus, connect
+
+    bus = Bus(connect("redis://127.0.0.1:1/0"), KEYS, buffer_size=100, spill_dir=tmp_path / "spool",
+              spill_max_bytes=600)  # memory holds all 20; the spill folder a few of them
+    for i in range(20):
+        bus.publish_status("worker", "w", "tick", str(i))
+    with caplog.at_level("ERROR"):
+        assert not bus.close(timeout_s=0.5)
+    lost = bus.stats.dropped
+    assert 0 < lost < 20
+    assert any(f"{lost} entries could not be kept" in r.getMessage() for r in caplog.records if r.levelname == "ERROR")

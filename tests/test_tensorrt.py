@@ -11,9 +11,11 @@ compared with ONNX Runtime by ``tests/test_model.py`` on a GPU machine with Tens
 from __future__ import annotations
 
 import ast
+import json
 import logging
 import re
 import shutil
+import subprocess
 import sys
 import types
 from pathlib import Path
@@ -25,17 +27,20 @@ import pytest
 from engines.backends import tensorrt as backend
 from engines.errors import ModelError
 from engines.manifest import read_manifest, write_manifest
-from engines.plans import TensorRTRuntime, plan_key, select_plan
+from engines.plans import TensorRTRuntime, plan_file, plan_key, record_path, recorded_plans, select_plan, write_record
 from engines.registry import current_model
 from trainer.seedset import read_index
 
 SHIPPED = Path(__file__).resolve().parents[1] / "engines" / "models"
 HERE = TensorRTRuntime("10.8.0.43", "8.9", "NVIDIA L4")  # the machine the choice is made for
+MODEL_SHA = "ab" * 32  # the model file the plans of the selection tests were built from
 
 
-def _entry(precision: str, version: str, capability: str, file: str | None = None) -> dict:
-    return {"file": file or f"model.{plan_key(precision, version, capability)}.plan", "precision": precision,
-            "tensorrt": version, "compute_capability": capability, "gpu": "some GPU", "max_batch": 64}
+def _entry(precision: str, version: str, capability: str, file: str | None = None,
+           model_sha256: str = MODEL_SHA) -> dict:
+    return {"file": file or plan_file(plan_key(precision, version, capability)), "precision": precision,
+            "tensorrt": version, "compute_capability": capability, "gpu": "some GPU", "max_batch": 64,
+            "model_sha256": model_sha256}
 
 
 def _with_files(directory: Path, engines: dict[str, dict]) -> dict[str, dict]:
@@ -52,10 +57,10 @@ def test_a_plan_is_chosen_only_for_the_running_version_and_capability(tmp_path):
         "other-gpu": _entry("fp16", "10.8.0.43", "8.6"),
         "fits-fp32": _entry("fp32", "10.8.0.43", "8.9"),
     })
-    choice = select_plan(engines, tmp_path, HERE)
+    choice = select_plan(engines, tmp_path, HERE, MODEL_SHA)
     assert choice.key == "fits-fp32" and choice.path == tmp_path / engines["fits-fp32"]["file"]
     engines["fits-fp16"] = _with_files(tmp_path, {"x": _entry("fp16", "10.8.0.43", "8.9")})["x"]
-    assert select_plan(engines, tmp_path, HERE).key == "fits-fp16"  # the default precision first
+    assert select_plan(engines, tmp_path, HERE, MODEL_SHA).key == "fits-fp16"  # the default precision first
 
 
 def test_no_fitting_plan_names_every_reason(tmp_path):
@@ -65,35 +70,51 @@ def test_no_fitting_plan_names_every_reason(tmp_path):
     })
     engines["not-built-here"] = _entry("fp32", "10.8.0.43", "8.9")  # recorded, file absent
     engines["unrecorded"] = {"file": "x.plan", "precision": "fp16"}
-    choice = select_plan(engines, tmp_path, HERE)
+    engines["other-model"] = _entry("fp16", "10.8.0.43", "8.9", file="other.plan", model_sha256="cd" * 32)
+    engines["torn"] = {"unreadable": "model.torn.plan.json: Expecting value: line 1 column 1 (char 0)"}
+    choice = select_plan(engines, tmp_path, HERE, MODEL_SHA)
     assert choice.path is None
     assert "TensorRT 10.8.0.43" in choice.reason and "compute capability 8.9" in choice.reason
     assert "built with TensorRT 10.3.0.26" in choice.reason
     assert "built for compute capability 8.6" in choice.reason
     assert "is missing" in choice.reason and "trainer build" in choice.reason
     assert "records no TensorRT version" in choice.reason
-    assert "no TensorRT plan is built" in select_plan({}, tmp_path, HERE).reason
+    assert f"built from another model file (sha256 {'cd' * 6}" in choice.reason
+    assert "torn: its record is unreadable" in choice.reason
+    assert "no TensorRT plan is built" in select_plan({}, tmp_path, HERE, MODEL_SHA).reason
 
 
 def test_a_plan_changed_after_its_build_is_refused(tmp_path):
     engines = _with_files(tmp_path, {"fits": _entry("fp16", "10.8.0.43", "8.9")})
     engines["fits"]["sha256"] = "0" * 64
-    assert "changed since it was built" in select_plan(engines, tmp_path, HERE).reason
+    assert "changed since it was built" in select_plan(engines, tmp_path, HERE, MODEL_SHA).reason
+
+
+def test_records_are_read_from_beside_the_plans(tmp_path):
+    key = plan_key("fp16", HERE.version, HERE.compute_capability)
+    entry = _with_files(tmp_path, {key: _entry("fp16", HERE.version, HERE.compute_capability)})[key]
+    write_record(tmp_path / entry["file"], entry)
+    (tmp_path / "model.torn.plan.json").write_text('{"file": "model.torn.pl')  # a record cut short
+    records = recorded_plans(tmp_path)
+    assert records[key] == entry and "unreadable" in records["torn"]
+    assert select_plan(records, tmp_path, HERE, MODEL_SHA).key == key
 
 
 # --- fallback and strictness ------------------------------------------------------------------
 
 @pytest.fixture
 def model_copy(tmp_path) -> Path:
-    """The current quality model, copied: plans get recorded in the copy's manifest only."""
+    """The current quality model, copied: plans and their records go into the copy only."""
     target = tmp_path / "model"
     shutil.copytree(SHIPPED / current_model("quality"), target)
     return target
 
 
 def _record(model: Path, engines: dict[str, dict]) -> None:
-    manifest = read_manifest(model)
-    write_manifest(model, manifest.model_copy(update={"engines": _with_files(model, engines)}))
+    """Plans (stand-in bytes) with their records beside them, built from ``model``'s own file."""
+    model_sha256 = read_manifest(model).sha256
+    for entry in _with_files(model, engines).values():
+        write_record(model / entry["file"], {**entry, "model_sha256": model_sha256})
 
 
 def _crops(seed_set: Path, count: int) -> np.ndarray:
@@ -440,3 +461,45 @@ def test_an_fp32_plan_never_runs_tf32(tmp_path, monkeypatch, precision, tf32):
     assert configs[0].get_flag("TF32") is tf32 and plan.tf32 is tf32
     assert plan.precision == precision and plan.compute_capability == HERE.compute_capability
     assert len(plan.sha256) == 64
+
+
+# --- where trainer build records a plan ---------------------------------------------------------
+
+def test_build_records_the_plan_beside_it_and_changes_no_tracked_file(model_copy, monkeypatch):
+    """The plan and its record are written beside the model, both git-ignored; the manifest is untouched."""
+    from trainer.build import build_model
+
+    monkeypatch.setitem(sys.modules, "tensorrt", _fake_tensorrt([]))
+    monkeypatch.setattr(backend, "tensorrt_runtime", lambda device=0: (HERE, ""))
+    manifest_before = (model_copy / "manifest.json").read_bytes()
+    plan = build_model(str(model_copy), "fp32", 8)
+    assert (model_copy / "manifest.json").read_bytes() == manifest_before
+    key = plan_key("fp32", HERE.version, HERE.compute_capability)
+    records = recorded_plans(model_copy)
+    assert list(records) == [key] and record_path(plan.path).is_file()
+    manifest = read_manifest(model_copy)
+    assert records[key]["model_sha256"] == manifest.sha256 and records[key]["sha256"] == plan.sha256
+    assert (records[key]["tensorrt"], records[key]["compute_capability"]) == (HERE.version, HERE.compute_capability)
+    assert select_plan(records, model_copy, HERE, manifest.sha256).path == plan.path
+    repo = SHIPPED.parents[1]
+    for made in (plan.path, record_path(plan.path)):  # the same files in the shipped model's folder: ignored
+        shipped = (SHIPPED / current_model("quality") / made.name).relative_to(repo)
+        assert subprocess.run(["git", "check-ignore", "-q", "--no-index", str(shipped)], cwd=repo).returncode == 0
+
+
+def test_an_older_manifests_engines_block_is_ignored_and_never_written(model_copy, monkeypatch, caplog):
+    from engines.quality import QualityScorer
+
+    key = plan_key("fp16", HERE.version, HERE.compute_capability)
+    raw = json.loads((model_copy / "manifest.json").read_text())
+    raw["engines"] = _with_files(model_copy, {key: _entry("fp16", HERE.version, HERE.compute_capability,
+                                                          model_sha256=raw["sha256"])})
+    (model_copy / "manifest.json").write_text(json.dumps(raw))
+    manifest = read_manifest(model_copy)  # still a valid manifest
+    monkeypatch.setattr(backend, "tensorrt_runtime", lambda device=0: (HERE, ""))
+    with caplog.at_level(logging.INFO):
+        scorer = QualityScorer(str(model_copy), backend="auto")
+    assert scorer.backend_name == "onnxruntime"
+    assert "no TensorRT plan is built" in _quality_warnings(caplog)[0]  # the manifest's entry was not tried
+    write_manifest(model_copy, manifest)
+    assert "engines" not in json.loads((model_copy / "manifest.json").read_text())

@@ -1,4 +1,4 @@
-"""The gate itself: ``/api/gate`` (model, bands, min_quality), and ``/metrics``, ``/healthz``.
+"""The gate itself: ``/api/gate`` (model, bands, min_quality), and ``/metrics``, ``/healthz``, ``/livez``.
 
 With the console on, Prometheus metrics and the health check live here, on the console's
 port (and behind its token); ``metrics_port`` is for gates without a console (the config
@@ -13,7 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from gate.console.context import ConsoleDep
 from gate.console.models import BandView, GateView
-from gate.metrics import health, render_metrics
+from gate.metrics import health, liveness, render_metrics
 
 router = APIRouter(tags=["gate"])
 
@@ -38,4 +38,11 @@ def metrics(console: ConsoleDep) -> Response:
 @router.get("/healthz", summary="503 when no camera produced a frame lately or Redis is unreachable")
 def healthz(console: ConsoleDep) -> JSONResponse:
     ok, info = health(console.gate)
+    return JSONResponse(info, status_code=200 if ok else 503)
+
+
+@router.get("/livez", summary="503 only when the process itself is broken (a pipeline thread stopped, the "
+            "supervisor stuck): for a liveness probe; a broken camera does not count")
+def livez(console: ConsoleDep) -> JSONResponse:
+    ok, info = liveness(console.gate)
     return JSONResponse(info, status_code=200 if ok else 503)

@@ -7,7 +7,9 @@ project's virtual environment needs none. Usage::
 
 Prints ``READY <port>`` once listening on 127.0.0.1 (port 0 = pick a free one). Each
 mount uses a shared media factory, so every client sees one live pipeline, like a
-camera. Files are served as they are (no re-encoding: 1-2% CPU per stream).
+camera. Files are served as they are (no re-encoding: 1-2% CPU per stream). With
+``--audio`` every mount also carries a live audio track (G.711 silence) that goes on after
+the file's video ends, like a camera whose video died while its audio did not.
 """
 
 import argparse
@@ -28,6 +30,7 @@ def main() -> int:
     parser.add_argument("--mount", action="append", required=True, help="NAME=FILE.mp4")
     parser.add_argument("--user", default="", help="require this user (basic auth)")
     parser.add_argument("--password", default="")
+    parser.add_argument("--audio", action="store_true", help="add a live audio track that never ends")
     args = parser.parse_args()
 
     Gst.init(None)
@@ -35,12 +38,14 @@ def main() -> int:
     server.set_address("127.0.0.1")
     server.set_service(str(args.port))
     mounts = server.get_mount_points()
+    audio = ("audiotestsrc is-live=true wave=silence ! audio/x-raw,rate=8000,channels=1 ! mulawenc "
+             "! rtppcmupay name=pay1 pt=0 " if args.audio else "")
     for spec in args.mount:
         name, _, path = spec.partition("=")
         factory = GstRtspServer.RTSPMediaFactory()
         factory.set_launch(
             f'( filesrc location="{path}" ! qtdemux ! h264parse config-interval=-1 '
-            "! rtph264pay name=pay0 pt=96 )"
+            f"! rtph264pay name=pay0 pt=96 {audio})"
         )
         factory.set_shared(True)
         factory.set_protocols(GstRtsp.RTSPLowerTrans.TCP | GstRtsp.RTSPLowerTrans.UDP)

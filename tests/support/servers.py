@@ -69,9 +69,13 @@ class RtspServer:
             self.process.wait(timeout=10)
 
 
-def start_rtsp(mounts: dict[str, Path], user: str = "", password: str = "", port: int = 0) -> RtspServer:
-    """Start the GStreamer RTSP server (on ``port``, 0 = any free one); return once it printed its port."""
-    cmd = [SYSTEM_PYTHON, str(RTSP_SCRIPT), "--port", str(port)]
+def start_rtsp(mounts: dict[str, Path], user: str = "", password: str = "", port: int = 0,
+               audio: bool = False) -> RtspServer:
+    """Start the GStreamer RTSP server (on ``port``, 0 = any free one); return once it printed its port.
+
+    ``audio``: every mount also carries a live audio track that outlasts the file's video.
+    """
+    cmd = [SYSTEM_PYTHON, str(RTSP_SCRIPT), "--port", str(port)] + (["--audio"] if audio else [])
     for name, path in mounts.items():
         cmd += ["--mount", f"{name}={path}"]
     if user:
