@@ -109,6 +109,8 @@ def add_fit_options(parser: argparse.ArgumentParser, reference_defaults: bool = 
     parser.add_argument("--cache-dir", type=Path, default=None,
                         help="feature cache root (default $FACEGATE_CACHE/features)")
     parser.add_argument("--cache-batch", type=int, default=ours.cache_batch, help="images per feature-cache batch")
+    parser.add_argument("--cache-shard-images", type=int, default=ours.cache_shard_images,
+                        help="images per feature-cache shard (the unit a killed build loses)")
     parser.add_argument("--workers", type=int, default=ours.workers,
                         help="DataLoader processes reading images or cached features (0: in the training process)")
     parser.add_argument("--no-sync-bn", action="store_true",
@@ -132,6 +134,7 @@ def fit_recipe(args: argparse.Namespace) -> tuple[RegressorParams, FitOptions]:
                          device=getattr(args, "device", "auto"), frozen_blocks=args.freeze_blocks,
                          feature_cache=not args.no_feature_cache,
                          cache_dir=str(args.cache_dir) if args.cache_dir else None, cache_batch=args.cache_batch,
+                         cache_shard_images=args.cache_shard_images,
                          workers=args.workers, sync_batchnorm=not args.no_sync_bn)
     return params, options
 
