@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +15,9 @@ import numpy as np
 import pytest
 
 from engines.errors import DatasetError, ImageReadError
+from tests.support.recordio_writer import MAGIC, pack, write_insightface, write_records
 from trainer.datasets import IdentityFolders, dataset_kind, open_dataset, open_datasets, open_spec, root_names
+from trainer.datasets.recordio import RecordIODataset
 from trainer.labels_io import open_labelled
 
 
@@ -126,3 +129,119 @@ def test_labels_from_several_roots_reopen_for_training(seed_set, tmp_path):
         assert float(row["label"]) == pytest.approx(float(label), abs=1e-4)
         np.testing.assert_array_equal(labelled.dataset.read(int(position)), cv2.imread(row["path"]))
         assert labelled.dataset.identity(int(position)) == row["identity"]
+
+
+# ---------------------------------------------------------------------------------------
+# InsightFace RecordIO, written by tests/support/recordio_writer.py from the documented layout.
+
+MAGIC_AS_FLOAT = struct.unpack("<f", struct.pack("<I", MAGIC))[0]
+
+
+def _rec_items(seed_set: Path) -> list[tuple[int, bytes, Path]]:
+    """(label, JPEG bytes, source crop) of real crops of three people, labels as MS1M's numbers."""
+    items = []
+    for label, identity in ((3, "woman_pexels"), (0, "carphone_man"), (1, "obama")):
+        for path in _crops(seed_set, identity, 4):
+            items.append((label, cv2.imencode(".jpg", cv2.imread(str(path)))[1].tobytes(), path))
+    return items
+
+
+@pytest.fixture
+def rec_folder(seed_set, tmp_path) -> tuple[Path, list[tuple[int, bytes, Path]]]:
+    items = _rec_items(seed_set)
+    folder = tmp_path / "ms1m"
+    # Image 5 carries two labels, the second with the magic number's bit pattern: a split record.
+    write_insightface(folder, [(label, data) for label, data, _ in items], identities=4,
+                      extra_labels={5: [float(items[5][0]), MAGIC_AS_FLOAT]})
+    return folder, items
+
+
+def test_recordio_crops_and_labels_read_back_equal(rec_folder):
+    folder, items = rec_folder
+    assert dataset_kind(folder) == "recordio" and dataset_kind(folder / "train.rec") == "recordio"
+    raw = (folder / "train.rec").read_bytes()
+    offsets = [int(line.split("\t")[1]) for line in (folder / "train.idx").read_text().splitlines()]
+    flags = [struct.unpack_from("<I", raw, offset + 4)[0] >> 29 for offset in offsets]
+    assert flags.count(1) == 1  # the record with the magic number in its labels is split in two parts
+    dataset = open_dataset(folder)
+    assert isinstance(dataset, RecordIODataset) and dataset.identity_count == 4
+    assert len(dataset) == len(items) == 12
+    grouped = sorted(items, key=lambda item: item[0])  # the writer groups images by identity
+    assert dataset.identity_names == ["0", "1", "3"]
+    assert [dataset.identity(i) for i in range(12)] == [str(label) for label, _, _ in grouped]
+    assert dataset.key(0) == "ms1m#1" and dataset.index_of("ms1m#12") == 11
+    for i, (_label, data, _path) in enumerate(grouped):
+        assert dataset.read_bytes(i) == data
+        np.testing.assert_array_equal(dataset.read(i), cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR))
+
+
+def test_recordio_without_header_records_reads_every_label(seed_set, tmp_path):
+    items = _rec_items(seed_set)[:6]
+    write_records(tmp_path / "plain", {n: pack(float(label), data) for n, (label, data, _) in enumerate(items)})
+    dataset = open_dataset(tmp_path / "plain" / "train.rec")
+    assert dataset.name == "plain" and dataset.identity_names == ["0", "3"]
+    assert [dataset.identity(i) for i in range(6)] == [str(label) for label, _, _ in items]
+    assert dataset.read_bytes(4) == items[4][1]
+
+
+def test_recordio_truncated_index_is_a_clear_error(rec_folder):
+    folder, _ = rec_folder
+    lines = (folder / "train.idx").read_text().splitlines(keepends=True)
+    (folder / "train.idx").write_text("".join(lines[:7]) + lines[7].split("\t")[0] + "\t")
+    with pytest.raises(DatasetError, match=r"truncated or malformed at line 8 \(record 7\)"):
+        open_dataset(folder)
+    (folder / "train.idx").write_text("".join(line for line in lines if not line.startswith("9\t")))
+    with pytest.raises(DatasetError, match=r"no entry for record 9 .*truncated"):
+        open_dataset(folder)
+
+
+def test_recordio_corrupt_record_is_named_and_others_still_read(rec_folder):
+    folder, _ = rec_folder
+    offsets = dict(line.split("\t") for line in (folder / "train.idx").read_text().splitlines())
+    data = bytearray((folder / "train.rec").read_bytes())
+    data[int(offsets["4"]) : int(offsets["4"]) + 4] = b"JUNK"
+    (folder / "train.rec").write_bytes(bytes(data))
+    dataset = open_dataset(folder)
+    with pytest.raises(ImageReadError, match=r"train.rec record 4 \(offset \d+\) is corrupt: magic"):
+        dataset.read(3)
+    assert dataset.read(4).shape == (112, 112, 3)
+    (folder / "train.rec").write_bytes(bytes(data[: int(offsets["12"]) + 40]))
+    with pytest.raises(DatasetError, match=r"record 13 offset \d+, beyond the end"):
+        open_dataset(folder)
+
+
+def test_recordio_labels_beyond_property_count_are_refused(seed_set, tmp_path):
+    items = _rec_items(seed_set)
+    write_insightface(tmp_path / "rec", [(label, data) for label, data, _ in items], identities=2)
+    with pytest.raises(DatasetError, match="announces 2 identities"):
+        open_dataset(tmp_path / "rec")
+
+
+def test_trainer_labels_reads_recordio_and_list_roots(rec_folder, seed_set, tmp_path):
+    folder, items = rec_folder
+    listing = tmp_path / "extra" / "faces.txt"
+    listing.parent.mkdir()
+    lines = []
+    for n, path in enumerate(_crops(seed_set, "woman_pexels", 3) + _crops(seed_set, "obama", 3)):
+        shutil.copy(path, listing.parent / f"{n}.png")
+        lines.append(f"{n}.png {'w' if n < 3 else 'o'}\n")
+    listing.write_text("".join(lines))
+    out = tmp_path / "out"
+    result = subprocess.run([sys.executable, "-m", "trainer.cli", "labels", "--data", str(folder), "--data",
+                             str(listing), "--out", str(out), "--quiet", "--cache", str(tmp_path / "cache")],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    with open(out / "labels.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 18 and all(r["label"] for r in rows)
+    assert {r["identity"] for r in rows} == {"ms1m/0", "ms1m/1", "ms1m/3", "faces/w", "faces/o"}
+    by_source = {data: path for _, data, path in items}
+    labelled = open_labelled(out)
+    for position, key in zip(labelled.positions, labelled.keys, strict=True):
+        image = labelled.dataset.read(int(position))
+        if key.startswith("ms1m#"):  # the crop the record was written from, through JPEG
+            data = labelled.dataset.read_bytes(int(position))
+            source = cv2.imread(str(by_source[data]))
+            assert np.abs(image.astype(int) - source).mean() < 3
+        else:
+            np.testing.assert_array_equal(image, cv2.imread(str(listing.parent / key.split("/", 1)[1])))
