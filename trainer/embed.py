@@ -17,20 +17,21 @@ import numpy as np
 from engines.alignment import CROP_SIZE, align_face
 from engines.embedder import Embedder
 from engines.errors import ImageReadError
-from engines.imageio import read_image
 from engines.paths import cache_root
-from trainer.dataset import IdentityDataset
+from trainer.datasets import FaceDataset, decode_image
 
 NO_FACE = "no face found"
 
 
 @dataclass
 class EmbeddedDataset:
-    """Embeddings of the usable images, with their paths and identities."""
+    """Embeddings of the usable images: their keys, file paths, identities and positions."""
 
     embeddings: np.ndarray
+    keys: list[str]
     paths: list[str]
     identities: list[str]
+    rows: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # positions in the dataset
     skipped: list[tuple[str, str]] = field(default_factory=list)
     model: str = ""
     cache_hits: int = 0
@@ -66,8 +67,7 @@ def _content_key(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _aligned_crop(path: Path, detector_factory) -> np.ndarray | None:
-    image = read_image(path)
+def _aligned_crop(image: np.ndarray, detector_factory) -> np.ndarray | None:
     if image.shape[:2] == (CROP_SIZE, CROP_SIZE):
         return image
     faces = detector_factory().detect(image)
@@ -77,7 +77,7 @@ def _aligned_crop(path: Path, detector_factory) -> np.ndarray | None:
     return align_face(image, faces.landmarks_px[largest])
 
 
-def embed_dataset(dataset: IdentityDataset, embedder: Embedder | None = None, cache_dir: Path | None = None,
+def embed_dataset(dataset: FaceDataset, embedder: Embedder | None = None, cache_dir: Path | None = None,
                   batch_size: int = 64, progress: bool = True) -> EmbeddedDataset:
     """Embed every image of ``dataset`` (cached), skipping unreadable and faceless ones."""
     from tqdm import tqdm
@@ -107,18 +107,19 @@ def embed_dataset(dataset: IdentityDataset, embedder: Embedder | None = None, ca
                 cache.vectors[key] = vector
             pending.clear()
 
-    for path in tqdm(dataset.paths, desc="embeddings", unit="img", disable=not progress):
+    for i in tqdm(range(len(dataset)), desc="embeddings", unit="img", disable=not progress):
         try:
-            key = _content_key(path)
-        except OSError as exc:
-            skipped.append((str(path), f"unreadable: {exc.strerror or exc}"))
+            data = dataset.read_bytes(i)
+        except ImageReadError as exc:
+            skipped.append((dataset.path(i), str(exc).split(": ", 1)[-1]))
             keys.append(None)
             continue
+        key = hashlib.sha256(data).hexdigest()
         if key in cache.vectors or key in cache.failures:
             hits += 1
         else:
             try:
-                crop = _aligned_crop(path, detector_factory)
+                crop = _aligned_crop(decode_image(data, dataset.path(i)), detector_factory)
             except ImageReadError as exc:
                 cache.failures[key] = str(exc).split(": ", 1)[-1]
                 crop = None
@@ -131,16 +132,17 @@ def embed_dataset(dataset: IdentityDataset, embedder: Embedder | None = None, ca
         keys.append(key)
     flush()
     cache.save()
-    rows, paths, identities = [], [], []
-    for path, identity, key in zip(dataset.paths, dataset.identities, keys, strict=True):
+    rows: list[int] = []
+    for i, key in enumerate(keys):
         if key is None:
             continue
         if key in cache.failures:
-            skipped.append((str(path), cache.failures[key]))
+            skipped.append((dataset.path(i), cache.failures[key]))
             continue
-        rows.append(cache.vectors[key])
-        paths.append(str(path))
-        identities.append(identity)
+        rows.append(i)
     dim = embedder.dim
-    embeddings = np.stack(rows).astype(np.float32) if rows else np.zeros((0, dim), np.float32)
-    return EmbeddedDataset(embeddings, paths, identities, skipped, embedder.manifest.tag, hits)
+    embeddings = (np.stack([cache.vectors[keys[i]] for i in rows]).astype(np.float32) if rows
+                  else np.zeros((0, dim), np.float32))
+    return EmbeddedDataset(embeddings, [dataset.key(i) for i in rows], [dataset.path(i) for i in rows],
+                           [dataset.identity(i) for i in rows], np.asarray(rows, np.int64), skipped,
+                           embedder.manifest.tag, hits)

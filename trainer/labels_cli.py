@@ -7,7 +7,6 @@ was skipped and why) and ``histogram.png`` into the output folder.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import time
 from dataclasses import asdict
@@ -17,22 +16,26 @@ import numpy as np
 
 from engines.errors import DatasetError
 from trainer.labels import LabelResult, fast_labels, reference_labels
+from trainer.labels_io import read_labels, write_labels
 from trainer.sddfiqa import LabelParams
 
-LABEL_FIELDS = ("path", "identity", "label", "mean_pos_sim", "mean_neg_sim", "n_pos")
+__all__ = ["add_parser", "read_labels", "run"]
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     defaults = LabelParams()
     p = sub.add_parser(
         "labels",
-        help="compute SDD-FIQA quality pseudo-labels for an identity-folder dataset",
+        help="compute SDD-FIQA quality pseudo-labels for one or more face datasets",
         description="Quality pseudo-label of each image: the Wasserstein distance between its "
         "similarities to same-identity images (Pos-Sim) and to other identities (Neg-Sim), "
         "min-max scaled to 0..100 per repetition and averaged (SDD-FIQA, CVPR 2021).",
     )
     source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--data", type=Path, help="identity-folder dataset ROOT/<identity>/<image>")
+    source.add_argument("--data", type=Path, action="append",
+                        help="a dataset: identity folders ROOT/<identity>/<image>, a list file ('path identity' "
+                        "per line) or an InsightFace RecordIO folder (train.rec, train.idx). Repeat for several "
+                        "roots: identities of different roots never merge, names are prefixed by the root's name")
     source.add_argument("--embeddings", type=Path, help="precomputed N×D embeddings (.npy)")
     p.add_argument("--identities", type=Path,
                    help="with --embeddings: text file, one identity per line (or 'path<TAB>identity')")
@@ -69,7 +72,13 @@ def _read_identities(path: Path, n: int) -> tuple[list[str], list[str]]:
     return paths, identities
 
 
-def _load(args: argparse.Namespace) -> tuple[np.ndarray, list[str], list[str], list[tuple[str, str]], str]:
+def _roots(data: Path | list[Path]) -> list[Path]:
+    return list(data) if isinstance(data, list | tuple) else [data]
+
+
+def _load(args: argparse.Namespace) -> tuple[np.ndarray, list[str], list[str], list[str], list[tuple[str, str]],
+                                          str, dict | None]:
+    """Embeddings, keys, paths, identities, skipped, recogniser and dataset spec of the input."""
     if args.embeddings is not None:
         if args.identities is None:
             raise DatasetError("--embeddings needs --identities (one identity per embedding)")
@@ -80,12 +89,15 @@ def _load(args: argparse.Namespace) -> tuple[np.ndarray, list[str], list[str], l
         if embeddings.ndim != 2:
             raise DatasetError(f"{args.embeddings} must hold an N×D array, not shape {embeddings.shape}")
         paths, identities = _read_identities(args.identities, len(embeddings))
-        return embeddings.astype(np.float32), paths, identities, [], f"precomputed:{args.embeddings.name}"
-    from trainer.dataset import scan_identity_folders
+        return (embeddings.astype(np.float32), paths, paths, identities, [],
+                f"precomputed:{args.embeddings.name}", None)
+    from trainer.datasets import open_datasets
     from trainer.embed import embed_dataset
 
-    embedded = embed_dataset(scan_identity_folders(args.data), cache_dir=args.cache, progress=not args.quiet)
-    return embedded.embeddings, embedded.paths, embedded.identities, embedded.skipped, embedded.model
+    dataset = open_datasets(_roots(args.data))
+    embedded = embed_dataset(dataset, cache_dir=args.cache, progress=not args.quiet)
+    return (embedded.embeddings, embedded.keys, embedded.paths, embedded.identities, embedded.skipped,
+            embedded.model, dataset.spec())
 
 
 def check_usable(identities: list[str]) -> None:
@@ -96,32 +108,6 @@ def check_usable(identities: list[str]) -> None:
             f"pseudo-labels need at least two identities and one with two or more usable images; "
             f"found {len(names)} identities, {int((counts >= 2).sum())} with two or more"
         )
-
-
-def write_labels(out: Path, paths: list[str], identities: list[str], result: LabelResult) -> Path:
-    target = out / "labels.csv"
-    with open(target, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(LABEL_FIELDS)
-        for i, (path, identity) in enumerate(zip(paths, identities, strict=True)):
-            if result.labelled[i]:
-                writer.writerow([path, identity, f"{result.labels[i]:.6f}", f"{result.mean_pos_sim[i]:.6f}",
-                                 f"{result.mean_neg_sim[i]:.6f}", int(result.n_pos[i])])
-            else:
-                writer.writerow([path, identity, "", "", "", 0])
-    return target
-
-
-def read_labels(path: Path) -> dict[str, float]:
-    """path → label of every labelled row of a ``labels.csv``."""
-    try:
-        with open(path, newline="") as handle:
-            rows = list(csv.DictReader(handle))
-    except OSError as exc:
-        raise DatasetError(f"cannot read labels file {path}: {exc.strerror or exc}") from None
-    if not rows or set(LABEL_FIELDS) - set(rows[0]):
-        raise DatasetError(f"{path} is not a labels file (expected columns {', '.join(LABEL_FIELDS)})")
-    return {r["path"]: float(r["label"]) for r in rows if r["label"]}
 
 
 def plot_histogram(out: Path, result: LabelResult) -> Path:
@@ -150,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
         negatives_shared_by=args.negatives_shared_by, sign_guard=args.sign_guard,
         clip_percentile=args.clip_percentile,
     )
-    embeddings, paths, identities, skipped, model = _load(args)
+    embeddings, keys, paths, identities, skipped, model, data_spec = _load(args)
     check_usable(identities)
     from tqdm import tqdm
 
@@ -164,7 +150,10 @@ def run(args: argparse.Namespace) -> int:
                                  device=getattr(args, "device", "auto"))
     seconds = time.perf_counter() - started
     args.out.mkdir(parents=True, exist_ok=True)
-    write_labels(args.out, paths, identities, result)
+    write_labels(args.out / "labels.csv", (
+        (key, path, identity, *((result.labels[i], result.mean_pos_sim[i], result.mean_neg_sim[i], result.n_pos[i])
+                                if result.labelled[i] else (None, None, None, 0)))
+        for i, (key, path, identity) in enumerate(zip(keys, paths, identities, strict=True))))
     plot_histogram(args.out, result)
     names, counts = np.unique(np.asarray(identities), return_counts=True)
     singletons = sorted(str(n) for n, c in zip(names, counts, strict=True) if c == 1)
@@ -173,6 +162,7 @@ def run(args: argparse.Namespace) -> int:
         "params": asdict(params),
         "implementation": args.implementation,
         "recognizer": model,
+        "data": data_spec,
         "images": len(identities),
         "labelled": int(result.labelled.sum()),
         "identities": len(names),
