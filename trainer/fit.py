@@ -31,19 +31,18 @@ from engines.paths import cache_root
 from trainer.checkpoints import load_checkpoint, save_atomically, write_json_atomically
 from trainer.distributed import World, barrier, end_world, start_world, sum_across
 from trainer.fit_data import CachedSamples, CropSamples, LabelledImages, SampleRandomness, open_labelled_images
-from trainer.fit_options import FitOptions
+from trainer.fit_options import RESULT_FIELDS, FitOptions
 from trainer.mobilefacenet import FEATURE_SHAPE, load_sface_weights
 from trainer.quality_model import QualityRegressor, TrainablePart, check_cut, freeze
 from trainer.sddfiqa import RegressorParams
 
-__all__ = ["CHECKPOINT_DIR", "LAST", "FitOptions", "fit", "load_checkpoint", "params_with", "plot_curves"]
+__all__ = ["CHECKPOINT_DIR", "LAST", "FitOptions", "cache_features", "fit", "load_checkpoint", "params_with",
+           "plot_curves"]
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "checkpoints"
 LAST = "last.pt"
-# What must match for a checkpoint to be resumed: anything else changes the result.
-RESUME_MUST_MATCH = ("batch_size", "val_fraction", "seed", "recognizer", "init_bias_to_mean", "frozen_blocks")
 
 
 def _split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -85,6 +84,55 @@ def fit(labels_csv: Path, out: Path, params: RegressorParams | None = None, opti
         end_world(world)
 
 
+def _initial_model(params: RegressorParams, options: FitOptions, mean_label: float) -> tuple[QualityRegressor, Path]:
+    """The regressor as training starts: SFace's weights, the head at the mean label, blocks frozen."""
+    torch.manual_seed(options.seed)
+    model = QualityRegressor(params.dropout)
+    _, recognizer_onnx = load_model(options.recognizer)
+    load_sface_weights(model.backbone, recognizer_onnx)
+    if options.init_bias_to_mean:
+        nn.init.zeros_(model.head[-1].weight)
+        nn.init.constant_(model.head[-1].bias, mean_label)
+    freeze(model, options.frozen_blocks)
+    return model, recognizer_onnx
+
+
+def _feature_rows(model: QualityRegressor, recognizer_onnx: Path, images: LabelledImages, options: FitOptions,
+                  world: World, progress: bool):
+    """The cached features of ``images`` at the cut (built where missing) and what building took."""
+    from engines.paths import sha256_file
+    from trainer.feature_cache import FeatureStore, FrontRunner, build_cache, content_keys
+
+    root = Path(options.cache_dir) if options.cache_dir else cache_root() / "features"
+    init_id = f"{options.recognizer}-{sha256_file(recognizer_onnx)[:12]}"
+    store = FeatureStore(root, init_id, options.frozen_blocks)
+    keys = content_keys(images, progress)
+    report = build_cache(images, keys, store, FrontRunner(model, options.frozen_blocks, world), world,
+                         options.cache_batch, options.cache_shard_images, progress)
+    return store.rows(keys), report
+
+
+def cache_features(labels_csv: Path, params: RegressorParams | None = None, options: FitOptions | None = None,
+                   progress: bool = True):
+    """Build the feature cache that :func:`fit` with these options reads; None when nothing is cached.
+
+    ``trainer rebuild`` runs it as a stage of its own, so its time and memory are reported
+    apart from training's.
+    """
+    params, options = params or RegressorParams(), options or FitOptions()
+    check_cut(options.frozen_blocks)
+    if not options.frozen_blocks or not options.feature_cache:
+        return None
+    world = start_world(options.device)
+    try:
+        images = open_labelled_images(Path(labels_csv))
+        model, recognizer_onnx = _initial_model(params, options, float(images.labels.mean()))
+        model.to(world.device)
+        return _feature_rows(model, recognizer_onnx, images, options, world, progress and world.is_main)[1]
+    finally:
+        end_world(world)
+
+
 class _Run:
     """The model, its trainable part, and how a batch reaches it (cached features or images)."""
 
@@ -93,21 +141,14 @@ class _Run:
         self.world, self.options = world, options
         self.labels = torch.from_numpy(images.labels)
         self.cut = options.frozen_blocks
-        torch.manual_seed(options.seed)
-        model = QualityRegressor(params.dropout)
-        _, recognizer_onnx = load_model(options.recognizer)
-        load_sface_weights(model.backbone, recognizer_onnx)
-        if options.init_bias_to_mean:
-            nn.init.zeros_(model.head[-1].weight)
-            nn.init.constant_(model.head[-1].bias, float(images.labels[train_idx].mean()))
-        freeze(model, self.cut)
+        model, recognizer_onnx = _initial_model(params, options, float(images.labels[train_idx].mean()))
         self.model = model.to(world.device)
         self.cache_report = None
         randomness = SampleRandomness(options.seed, params.horizontal_flip, params.dropout,
                                       int(np.prod(FEATURE_SHAPE)))
         self.cached = self.cut > 0 and options.feature_cache
         if self.cached:
-            rows = self._cached_rows(images, recognizer_onnx, progress)
+            rows, self.cache_report = _feature_rows(self.model, recognizer_onnx, images, options, world, progress)
             self.train_set, self.val_set = CachedSamples(rows, randomness), CachedSamples(rows, None)
         else:
             self.train_set, self.val_set = CropSamples(images, randomness), CropSamples(images, None)
@@ -122,19 +163,6 @@ class _Run:
             self.net: nn.Module = DistributedDataParallel(self.part, device_ids=ids)
         else:
             self.net = self.part
-
-    def _cached_rows(self, images: LabelledImages, recognizer_onnx: Path, progress: bool):
-        from engines.paths import sha256_file
-        from trainer.feature_cache import FeatureStore, FrontRunner, build_cache, content_keys
-
-        root = Path(self.options.cache_dir) if self.options.cache_dir else cache_root() / "features"
-        init_id = f"{self.options.recognizer}-{sha256_file(recognizer_onnx)[:12]}"
-        store = FeatureStore(root, init_id, self.cut)
-        keys = content_keys(images, progress)
-        self.cache_report = build_cache(images, keys, store, FrontRunner(self.model, self.cut, self.world),
-                                        self.world, self.options.cache_batch, self.options.cache_shard_images,
-                                        progress)
-        return store.rows(keys)
 
     def inputs(self, x: torch.Tensor) -> torch.Tensor:
         """A batch as the trainable part takes it: features at the cut."""
@@ -152,7 +180,7 @@ def _check_resumable(state: dict, params: RegressorParams, options: FitOptions, 
 
     before_options, now_options = plain(state.get("options") or {}), plain(asdict(options))
     before_params, now_params = plain(state.get("params") or {}), plain(asdict(params))
-    changed = [k for k in RESUME_MUST_MATCH if k in before_options and before_options[k] != now_options[k]]
+    changed = [k for k in RESULT_FIELDS if k in before_options and before_options[k] != now_options[k]]
     changed += [k for k in now_params if k != "epochs" and k in before_params and before_params[k] != now_params[k]]
     if changed:
         raise FacegateError(f"{out} holds a run made with different {', '.join(sorted(changed))}; resume it with "

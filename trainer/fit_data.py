@@ -9,7 +9,7 @@ resumed run match an uninterrupted one.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+import json
 from pathlib import Path
 
 import cv2
@@ -18,44 +18,86 @@ import torch
 from torch.utils.data import Dataset
 
 from engines.errors import DatasetError
-from trainer.labels_cli import read_labels
+from trainer.datasets import FaceDataset
+from trainer.labels_io import open_labelled, read_labels
 from trainer.quality_model import crops_to_tensor
 
 CROP_SIDE = 112
 
 
-@dataclass
 class LabelledImages:
-    """The labelled images of a labels file: where each lives and its 0..100 label."""
+    """The labelled images of a labels file, whatever holds them, with their 0..100 labels.
 
-    paths: list[str]
-    labels: np.ndarray  # float32
-    source: str
+    Images come from the datasets the ``trainer labels`` run recorded (identity folders,
+    list files, RecordIO: ``trainer.datasets``), or, for a hand-made labels file without
+    its ``summary.json``, from the files its ``path`` column names.
+    """
+
+    def __init__(self, labels: np.ndarray, source: str, names: list[str], reader: _FileReader | _DatasetReader,
+                 ) -> None:
+        self.labels = labels
+        self.source = source
+        self.names = names
+        self.reader = reader
 
     def __len__(self) -> int:
-        return len(self.paths)
+        return len(self.names)
+
+    def read_bytes(self, j: int) -> bytes:
+        try:
+            return self.reader.read_bytes(j)
+        except OSError as exc:
+            raise DatasetError(f"cannot read {self.names[j]}: {exc.strerror or exc}") from None
 
     def read(self, j: int) -> np.ndarray:
         """Image ``j`` as a BGR uint8 aligned crop; DatasetError naming it otherwise."""
-        image = cv2.imread(self.paths[j])
+        data = np.frombuffer(self.read_bytes(j), np.uint8)
+        image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
         if image is None or image.shape[:2] != (CROP_SIDE, CROP_SIDE):
-            raise DatasetError(f"{self.paths[j]} is not an aligned 112×112 crop; run `trainer labels` on "
-                               "aligned crops")
+            raise DatasetError(f"{self.names[j]} is not an aligned 112×112 crop; training reads aligned crops "
+                               "(align photos first, e.g. with `trainer samples`-style alignment)")
         return image
 
     def content_key(self, j: int) -> str:
         """sha256 of the image's bytes: what cached features are found by."""
-        try:
-            return hashlib.sha256(Path(self.paths[j]).read_bytes()).hexdigest()
-        except OSError as exc:
-            raise DatasetError(f"cannot read {self.paths[j]}: {exc.strerror or exc}") from None
+        return hashlib.sha256(self.read_bytes(j)).hexdigest()
 
 
 def open_labelled_images(labels_csv: Path) -> LabelledImages:
-    """The labelled rows of ``labels.csv`` (sorted by path, so the order is reproducible)."""
+    """The labelled images of ``labels.csv``, reopened through the datasets its run recorded."""
+    labels_csv = Path(labels_csv)
+    summary = labels_csv.with_name("summary.json")
+    recorded = None
+    if labels_csv.name == "labels.csv" and summary.is_file():
+        try:
+            recorded = json.loads(summary.read_text()).get("data")
+        except ValueError:
+            recorded = None
+    if recorded:
+        items = open_labelled(labels_csv.parent)
+        dataset, positions = items.dataset, items.positions
+        return LabelledImages(items.labels, str(labels_csv), [dataset.path(int(i)) for i in positions],
+                              _DatasetReader(dataset, positions))
     labelled = read_labels(labels_csv)
     paths = sorted(labelled)
-    return LabelledImages(paths, np.array([labelled[p] for p in paths], np.float32), str(labels_csv))
+    return LabelledImages(np.array([labelled[p] for p in paths], np.float32), str(labels_csv), paths,
+                          _FileReader(paths))
+
+
+class _FileReader:
+    def __init__(self, paths: list[str]) -> None:
+        self.paths = paths
+
+    def read_bytes(self, j: int) -> bytes:
+        return Path(self.paths[j]).read_bytes()
+
+
+class _DatasetReader:
+    def __init__(self, dataset: FaceDataset, positions: np.ndarray) -> None:
+        self.dataset, self.positions = dataset, positions
+
+    def read_bytes(self, j: int) -> bytes:
+        return self.dataset.read_bytes(int(self.positions[j]))
 
 
 class SampleRandomness:

@@ -28,3 +28,9 @@ class FitOptions:
     cache_shard_images: int = 2048
     workers: int = 0  # DataLoader processes decoding images or reading cached features
     sync_batchnorm: bool = True  # several GPU processes: BatchNorm statistics over the global batch
+
+
+# Options that change what training produces: part of a rebuild's fit key, and what must
+# match for a checkpoint to be resumed (workers, devices and cache folders do not).
+RESULT_FIELDS = ("batch_size", "val_fraction", "seed", "recognizer", "init_bias_to_mean", "frozen_blocks",
+                 "feature_cache")
