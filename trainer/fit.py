@@ -215,17 +215,18 @@ def _fit(world: World, labels_csv: Path, out: Path, params: RegressorParams, opt
     if len(images) < 8:
         raise DatasetError(f"{labels_csv} has {len(images)} labelled images; training needs at least 8")
     train_idx, val_idx = _split(len(images), options.val_fraction, options.seed)
+    checkpoints = out / CHECKPOINT_DIR
+    state = load_checkpoint(checkpoints / LAST) if resume and (checkpoints / LAST).is_file() else None
+    if state is not None:
+        _check_resumable(state, params, options, out)  # before any work is spent on a run that cannot go on
     run = _Run(world, images, params, options, train_idx, progress)
     optimiser = torch.optim.Adam([p for p in run.part.parameters() if p.requires_grad], lr=params.learning_rate,
                                  betas=params.betas, weight_decay=params.weight_decay)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimiser, list(params.lr_milestones), params.lr_gamma)
     loss_fn = nn.SmoothL1Loss(beta=params.huber_delta)
-    checkpoints = out / CHECKPOINT_DIR
     history: list[dict] = []
     first_epoch = 1
-    if resume and (checkpoints / LAST).is_file():
-        state = load_checkpoint(checkpoints / LAST)
-        _check_resumable(state, params, options, out)
+    if state is not None:
         run.model.load_state_dict(state["model"])
         optimiser.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -288,9 +289,10 @@ def _save_epoch(run: _Run, optimiser, scheduler, history: list[dict], params: Re
     state = {"epoch": history[-1]["epoch"], "model": {k: v.cpu() for k, v in run.model.state_dict().items()},
              "history": history, "params": asdict(params), "options": asdict(options), "labels": str(labels_csv),
              "train_images": train_images, "val_images": val_images, "world_size": run.world.size}
-    save_atomically(state, checkpoints / f"epoch_{state['epoch']:03d}.pt")
+    # last.pt first: an epoch's own file then exists only once resuming can start after it.
     save_atomically({**state, "optimizer": optimiser.state_dict(), "scheduler": scheduler.state_dict()},
                     checkpoints / LAST)
+    save_atomically(state, checkpoints / f"epoch_{state['epoch']:03d}.pt")
 
 
 def params_with(epochs: int | None) -> RegressorParams:
