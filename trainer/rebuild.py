@@ -20,7 +20,8 @@ from engines.errors import ModelError
 from engines.paths import MODELS_DIR
 from engines.registry import current_model, set_current
 from trainer.fit_options import FitOptions
-from trainer.rebuild_stages import EmbeddingOptions, portable
+from trainer.rebuild_stages import EmbeddingOptions
+from trainer.rebuild_stages import portable as _portable
 from trainer.sddfiqa import LabelParams, RegressorParams
 
 MODEL_NAME = "sddfiqa-mfn"
@@ -89,7 +90,7 @@ def rebuild(train: Path | Sequence[Path], heldout: Path, labels: LabelParams = L
     from engines.manifest import read_manifest, write_manifest
 
     manifest = read_manifest(staging)
-    evaluation = {"data": portable(heldout), "pairs": report["pairs"], "decision_score": round(score, 6),
+    evaluation = {"data": _portable(heldout), "pairs": report["pairs"], "decision_score": round(score, 6),
                   "degradation_response": report["degradation_response"],
                   "pauc_0.3_fmr1e-3": {r["recognizer"] + "/" + r["method"]: r["pauc_0.3"]
                                        for r in report["results"] if r["fmr"] == DECISION_FMR}}
@@ -102,7 +103,7 @@ def rebuild(train: Path | Sequence[Path], heldout: Path, labels: LabelParams = L
     # Recorded paths are made relative to the model folder's own files where they point into it.
     data = json.loads((target / "report.json").read_text())
     data["model"] = f"{MODEL_NAME}@{version}"
-    data["data"] = portable(heldout)
+    data["data"] = _portable(heldout)
     (target / "report.json").write_text(json.dumps(data, indent=1) + "\n")
     became = better or force
     if became:
