@@ -56,7 +56,8 @@ def test_rebuild_takes_three_forms_resumes_after_a_kill_and_reports_its_stages(s
     config.write_text(json.dumps({
         "roots": slice_roots["roots"], "heldout": slice_roots["heldout"], "models_dir": slice_roots["models_dir"],
         "recognizers": ["sface"], "fit_params": {"epochs": 4, "learning_rate": 1e-3},
-        "fit_options": {"batch_size": 8, "frozen_blocks": 27, "cache_shard_images": 16}}))
+        "fit_options": {"batch_size": 8, "frozen_blocks": 27, "cache_shard_images": 16},
+        "embedding": {"workers": 1, "dtype": "float32"}}))
     env = {**os.environ, "FACEGATE_CACHE": str(slice_roots["cache"])}
     command = [sys.executable, "-m", "tests.support.rebuild_runner", str(config)]
     rebuilds = slice_roots["cache"] / "rebuild"
@@ -84,6 +85,8 @@ def test_rebuild_takes_three_forms_resumes_after_a_kill_and_reports_its_stages(s
     assert not earlier["embeddings + labels"]["reused"] and earlier["feature cache"]["details"]["computed"] == 92
     assert "stage" in resumed.stdout and "peak MiB" in resumed.stdout  # the table printed at the end
 
+    labels_summary = json.loads(next(rebuilds.glob("labels-*/summary.json")).read_text())
+    assert json.loads((Path(labels_summary["store"]) / "meta.json").read_text())["dtype"] == "float32"  # passed on
     history = torch.load(last, weights_only=False)["history"]
     assert [h["epoch"] for h in history] == [1, 2, 3, 4]
     manifest = json.loads((Path(result["model"]) / "manifest.json").read_text())

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from trainer.fit_options import FitOptions
 from trainer.rebuild import rebuild
+from trainer.rebuild_stages import EmbeddingOptions
 from trainer.sddfiqa import RegressorParams
 
 
@@ -21,7 +22,8 @@ def main(config_path: str) -> int:
     result = rebuild([Path(r) for r in config["roots"]], Path(config["heldout"]),
                      fit_params=replace(RegressorParams(), **config.get("fit_params", {})),
                      models_dir=Path(config["models_dir"]), recognizers=tuple(config["recognizers"]),
-                     fit_options=FitOptions(**config.get("fit_options", {})), progress=config.get("progress", True))
+                     fit_options=FitOptions(**config.get("fit_options", {})),
+                     embedding=EmbeddingOptions(**config.get("embedding", {})), progress=config.get("progress", True))
     print(json.dumps({"model": str(result.version_dir), "current": result.became_current,
                       "summary": str(result.summary)}))
     return 0
