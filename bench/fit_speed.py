@@ -28,6 +28,8 @@ import tempfile
 import time
 from dataclasses import replace
 
+import trainer  # noqa: F401  (sets OpenMP's wait policy before torch loads)
+
 
 def _cpu() -> float:
     times = os.times()
@@ -80,7 +82,8 @@ def main() -> None:
 
     import torch
 
-    print(f"torch threads {torch.get_num_threads()}, cpus {os.cpu_count()}, load {os.getloadavg()[0]:.1f}")
+    print(f"torch threads {torch.get_num_threads()} (OMP_WAIT_POLICY {os.environ.get('OMP_WAIT_POLICY')}), "
+          f"cpus {os.cpu_count()}, load {os.getloadavg()[0]:.1f}")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)

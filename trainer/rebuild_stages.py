@@ -58,13 +58,16 @@ def _key(*parts: object) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-def data_fingerprint(roots: Sequence[Path]) -> tuple[str, int]:
+def data_fingerprint(roots: Sequence[Path], progress: bool = False) -> tuple[str, int]:
     """A digest of every item of the datasets (its key and cheap stamp) and their count."""
+    from tqdm import tqdm
+
     from trainer.datasets import open_datasets
 
     dataset = open_datasets(list(roots))
     digest = hashlib.sha256(json.dumps(dataset.spec(), sort_keys=True, default=str).encode())
-    for i in range(len(dataset)):
+    for i in tqdm(range(len(dataset)), desc="dataset fingerprint", unit="item", disable=not progress, leave=False,
+                  mininterval=1.0):
         digest.update(f"{dataset.key(i)}\0{dataset.stamp(i)}\n".encode())
     return digest.hexdigest(), len(dataset)
 
@@ -93,7 +96,7 @@ class RebuildStages:
         self.log = StageLog()
         self._earlier: list[dict] | None = None
         with self.log.stage("scan datasets") as record:
-            fingerprint, items = data_fingerprint(self.roots)
+            fingerprint, items = data_fingerprint(self.roots, progress)
             record.details = {"items": items}
         self.labels_key = _key("labels", fingerprint, asdict(label_params), fit_options.recognizer, embedding.dtype)
         result_options = {k: v for k, v in asdict(fit_options).items() if k in RESULT_FIELDS}
