@@ -17,6 +17,7 @@ shards at the same time; the arrays are read back memory-mapped.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import io
@@ -60,7 +61,17 @@ class FeatureStore:
         self.shards: list[str] = []
         self.location: dict[str, tuple[int, int]] = {}
         self._arrays: dict[int, np.ndarray] = {}
+        self._remove_stale_temporaries()
         self.refresh()
+
+    def _remove_stale_temporaries(self, older_than_s: float = 3600.0) -> None:
+        """Delete what killed builds left half-written (a shard is written in seconds, not an hour;
+        younger files may belong to a build running now, on this machine or another)."""
+        now = time.time()
+        for stale in self.folder.glob("*.tmp-*"):
+            with contextlib.suppress(OSError):
+                if now - stale.stat().st_mtime > older_than_s:
+                    stale.unlink()
 
     @property
     def bytes_per_image(self) -> int:
