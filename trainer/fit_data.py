@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import Protocol
 
 import cv2
 import numpy as np
@@ -167,11 +168,9 @@ class CachedSamples(_EpochSamples):
         return index, torch.from_numpy(features.astype(np.float32)), self._keep(index)
 
 
-class FeatureRows:
-    """Protocol of what :class:`CachedSamples` reads (``trainer.feature_cache.StoreRows``)."""
+class FeatureRows(Protocol):
+    """What :class:`CachedSamples` reads (``trainer.feature_cache.StoreRows``)."""
 
-    def __len__(self) -> int:
-        raise NotImplementedError
+    def __len__(self) -> int: ...
 
-    def get(self, index: int, orientation: int) -> np.ndarray:
-        raise NotImplementedError
+    def get(self, index: int, orientation: int) -> np.ndarray: ...
