@@ -15,7 +15,7 @@ import pytest
 from scipy.stats import wasserstein_distance
 
 import trainer.draws as draws_module
-from trainer.dataset import scan_identity_folders
+from trainer.datasets import open_datasets
 from trainer.draws import Layout, draw_block, identity_blocks
 from trainer.embed import embed_dataset
 from trainer.labels import batch_wasserstein, fast_labels, reference_labels
@@ -72,7 +72,7 @@ def test_fast_equals_reference_on_synthetic_embeddings(small_blocks, shared_by, 
 
 
 def test_fast_equals_reference_on_real_seed_embeddings(seed_set):
-    embedded = embed_dataset(scan_identity_folders(seed_set / "train"), progress=False)
+    embedded = embed_dataset(open_datasets([seed_set / "train"]), progress=False)
     ids = np.unique(np.asarray(embedded.identities), return_inverse=True)[1]
     params = LabelParams(repetitions=3)
     fast = fast_labels(embedded.embeddings, ids, params)
@@ -183,16 +183,21 @@ def test_precomputed_embeddings_input(tmp_path):
     assert labels["img3.png"] == pytest.approx(expected[3], abs=1e-6)
 
 
-def test_embeddings_are_cached_by_content(seed_set, tmp_path):
+def test_embeddings_are_reused_by_content(seed_set, tmp_path):
     data = _small_dataset(seed_set, tmp_path / "data")
-    first = embed_dataset(scan_identity_folders(data), cache_dir=tmp_path / "cache", progress=False)
-    second = embed_dataset(scan_identity_folders(data), cache_dir=tmp_path / "cache", progress=False)
-    assert first.cache_hits == 0 and second.cache_hits == len(second.paths) == 12
+    first = embed_dataset(open_datasets([data]), cache=tmp_path / "cache", progress=False)
+    second = embed_dataset(open_datasets([data]), cache=tmp_path / "cache", progress=False)
+    assert first.reused == 0 and second.reused == len(second.paths) == 12
     np.testing.assert_array_equal(first.embeddings, second.embeddings)
     changed = sorted((data / "woman_pexels").iterdir())[0]
     cv2.imwrite(str(changed), cv2.GaussianBlur(cv2.imread(str(changed)), (0, 0), 3))
-    third = embed_dataset(scan_identity_folders(data), cache_dir=tmp_path / "cache", progress=False)
-    assert third.cache_hits == 11
+    third = embed_dataset(open_datasets([data]), cache=tmp_path / "cache", progress=False)
+    assert third.reused == 11  # the other images' bytes are in the previous store
+    row = third.paths.index(str(changed))
+    assert not np.array_equal(third.embeddings[row], first.embeddings[row])
+    others = np.arange(12) != row
+    np.testing.assert_array_equal(third.embeddings[others], first.embeddings[others])
+    assert not third.store_dir.with_name(third.store_dir.name + ".previous").exists()
 
 
 @pytest.mark.parametrize("shared_by", ["identity", "image"])

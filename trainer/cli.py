@@ -60,17 +60,25 @@ def build_parser() -> argparse.ArgumentParser:
     rebuild = sub.add_parser(
         "rebuild",
         help="embeddings → labels → fit → export → build → evaluate → new model version",
-        description="One resumable command from an identity-folder dataset to a new versioned quality "
-        "model under engines/models/. It becomes current only if it beats the current model on the "
-        "same held-out pairs (or with --force).",
+        description="One resumable command from face datasets to a new versioned quality model under "
+        "engines/models/. Each stage's result is kept under $FACEGATE_CACHE/rebuild/, keyed by what "
+        "changes it; a killed rebuild continues where it stopped. The new model becomes current only if "
+        "it beats the current model on the same held-out pairs (or with --force).",
+        epilog="Example, the CPU recipe with a cached backbone: trainer rebuild --data pins/train --data "
+        "celeba --heldout pins/heldout --freeze-blocks backbone",
     )
-    rebuild.add_argument("--data", type=Path, default=None,
-                         help="training identity folders, or a folder with train/ and heldout/ "
-                         "(default: the seed set)")
+    rebuild.add_argument("--data", type=Path, action="append", default=None,
+                         help="training data: identity folders, a list file ('path identity' per line) or an "
+                         "InsightFace RecordIO folder; repeat for several roots (identities never merge across "
+                         "roots). One folder with train/ and heldout/ also works. Default: the seed set")
     rebuild.add_argument("--heldout", type=Path, default=None, help="held-out identity folders of aligned crops")
-    rebuild.add_argument("--epochs", type=int, default=None, help="default: the reference 20")
-    rebuild.add_argument("--lr", type=float, default=None, help="default: the reference 1e-4")
-    rebuild.add_argument("--lr-milestones", default=None, help="default: the reference 5,10")
+    from trainer.model_cli import add_fit_options
+
+    add_fit_options(rebuild, reference_defaults=False)
+    rebuild.add_argument("--device", default="auto", help="embedding and training: auto (GPU when present), cpu, cuda")
+    rebuild.add_argument("--embed-workers", type=int, default=None, help="embedding processes on a CPU")
+    rebuild.add_argument("--store-dtype", choices=("float16", "float32"), default=None,
+                         help="embedding store precision (default: trainer labels' own)")
     rebuild.add_argument("--force", action="store_true", help="make the new model current regardless")
     rebuild.add_argument("--quiet", action="store_true")
     rebuild.set_defaults(func=_cmd_rebuild)
@@ -78,27 +86,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_rebuild(args: argparse.Namespace) -> int:
-    from dataclasses import replace
-
     from engines.errors import DatasetError
+    from trainer.model_cli import fit_recipe
     from trainer.rebuild import rebuild
-    from trainer.sddfiqa import RegressorParams
+    from trainer.rebuild_stages import EmbeddingOptions
     from trainer.seedset import build_seed_set
 
-    data = args.data or build_seed_set(progress=not args.quiet)
-    train, heldout = data, args.heldout
-    if (data / "train").is_dir() and heldout is None:
-        train, heldout = data / "train", data / "heldout"
+    roots = args.data or [build_seed_set(progress=not args.quiet)]
+    heldout = args.heldout
+    if len(roots) == 1 and (roots[0] / "train").is_dir() and heldout is None:
+        roots, heldout = [roots[0] / "train"], roots[0] / "heldout"
     if heldout is None or not heldout.is_dir():
         raise DatasetError("rebuild needs held-out identities: --heldout DIR, or --data with train/ and heldout/")
-    fit_params = RegressorParams()
-    if args.epochs:
-        fit_params = replace(fit_params, epochs=args.epochs)
-    if args.lr:
-        fit_params = replace(fit_params, learning_rate=args.lr)
-    if args.lr_milestones:
-        fit_params = replace(fit_params, lr_milestones=tuple(int(x) for x in args.lr_milestones.split(",")))
-    result = rebuild(train, heldout, fit_params=fit_params, force=args.force, progress=not args.quiet)
+    fit_params, fit_options = fit_recipe(args)
+    embedding = EmbeddingOptions(workers=args.embed_workers, dtype=args.store_dtype, device=args.device)
+    result = rebuild(roots, heldout, fit_params=fit_params, force=args.force, progress=not args.quiet,
+                     fit_options=fit_options, embedding=embedding)
     print(f"rebuild: {result.version_dir.name}: score {result.score:.4f} (mean pAUC u<=0.3 at FMR 1e-3; "
           f"lower is better)" + (f", current {result.current_score:.4f}" if result.current_score is not None else ""))
     print("  became current" if result.became_current else "  kept the current model (use --force to switch)")

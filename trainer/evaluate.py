@@ -31,13 +31,13 @@ HEURISTICS = ("random", "face_size", "detector_score", "sharpness")
 
 def load_heldout(data: Path) -> tuple[list[str], np.ndarray, dict]:
     """Paths, identities and index rows (when the folder is a seed-set split) of aligned crops."""
-    from trainer.dataset import scan_identity_folders
+    from trainer.datasets import IdentityFolders
 
-    dataset = scan_identity_folders(data)
+    dataset = IdentityFolders(data)
     index_file = data.parent / "index.csv"
     rows = {str(data.parent / r.path): r for r in read_index(data.parent)} if index_file.is_file() else {}
-    paths = [str(p) for p in dataset.paths]
-    return paths, np.array(dataset.identities), rows
+    paths = [dataset.path(i) for i in range(len(dataset))]
+    return paths, np.array([dataset.identity(i) for i in range(len(dataset))]), rows
 
 
 def embed_cached(name: str, paths: list[str], crops: np.ndarray, cache: Path) -> np.ndarray:

@@ -18,6 +18,7 @@ Two implementations consume the same draws:
 from __future__ import annotations
 
 import os
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -54,6 +55,23 @@ def _prepare(embeddings: np.ndarray, identities: np.ndarray) -> tuple[np.ndarray
     if int((layout.sizes >= 2).sum()) < 1 or len(layout.sizes) < 2:
         raise ValueError("pseudo-labels need at least two identities, one of them with two or more images")
     return order, layout, embeddings[order]
+
+
+def _layout(embeddings: np.ndarray, identities: np.ndarray,
+            usable: np.ndarray | None) -> tuple[np.ndarray, Layout]:
+    """Rows in identity-sorted order (stable) and the identity layout of the usable rows."""
+    identities = np.asarray(identities)
+    if embeddings.ndim != 2 or len(embeddings) != len(identities):
+        raise ValueError("embeddings must be N×D with one identity per row")
+    if usable is None:
+        order = np.argsort(identities, kind="stable")
+    else:
+        rows = np.nonzero(np.asarray(usable, dtype=bool))[0]
+        order = rows[np.argsort(identities[rows], kind="stable")]
+    layout = Layout.from_sorted_ids(identities[order])
+    if int((layout.sizes >= 2).sum()) < 1 or len(layout.sizes) < 2:
+        raise ValueError("pseudo-labels need at least two identities, one of them with two or more images")
+    return order, layout
 
 
 def _scale(distances: np.ndarray, labelled: np.ndarray, params: LabelParams) -> np.ndarray:
@@ -168,20 +186,27 @@ def batch_wasserstein(u: np.ndarray, u_count: np.ndarray, v: np.ndarray, v_count
 
 
 class _Features:
-    """Embeddings for the fast path: raw float32 rows for cheap gathers, float64 maths.
+    """Embeddings for the fast path, read where they lie (an array or a memory-mapped store).
 
-    Similarities are dot products of float64 copies divided by both norms, the same
-    formula the reference evaluates one pair at a time.
+    ``order`` maps identity-sorted positions to rows of ``source``, so nothing is copied
+    into identity order: every gather goes through it. Rows pass through float32 (the
+    precision embeddings are kept in) and the maths is float64: similarities are dot
+    products of float64 copies divided by both norms, the formula the reference
+    evaluates one pair at a time.
     """
 
-    def __init__(self, raw: np.ndarray, device: str | None = None) -> None:
+    def __init__(self, source: np.ndarray, order: np.ndarray, device: str | None = None,
+                 chunk_rows: int = 1 << 16) -> None:
         self.device = device  # None: numpy; else a torch device ("cuda", "cpu") for the products
-        self.raw32 = np.ascontiguousarray(raw, dtype=np.float32)
-        raw64 = self.raw32.astype(np.float64)
-        self.norms = np.sqrt(np.einsum("ij,ij->i", raw64, raw64))
+        self.source, self.order = source, order
+        self.norms = np.empty(len(order))
+        for start in range(0, len(order), chunk_rows):
+            rows = self.rows64(np.arange(start, min(len(order), start + chunk_rows)))
+            self.norms[start : start + chunk_rows] = np.sqrt(np.einsum("ij,ij->i", rows, rows))
 
     def rows64(self, index: np.ndarray) -> np.ndarray:
-        return self.raw32[index].astype(np.float64)
+        """Rows at identity-sorted positions ``index`` (any shape) as float64."""
+        return np.asarray(self.source[self.order[index]], dtype=np.float32).astype(np.float64)
 
     def matmul(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """Batched float64 product, on the torch device when one was chosen (a GPU)."""
@@ -194,20 +219,29 @@ class _Features:
             return out.cpu().numpy()
 
 
-class _PositiveSims:
-    """Similarities within each identity, from one Gram matrix per identity (computed once)."""
+_GRAM_CHUNK = 2_000_000  # floats of Gram matrices computed in one batched product
 
-    def __init__(self, feats: _Features, layout: Layout) -> None:
-        self.layout = layout
-        self.offsets = np.concatenate([[0], np.cumsum(layout.sizes**2)])
+
+class _BlockPositives:
+    """Similarities within each identity of one block, from one Gram matrix per identity.
+
+    Made when the block is visited and reused by all its repetitions, so memory is
+    bounded by one block's identities (the sum of their sizes squared), not the dataset's.
+    """
+
+    def __init__(self, feats: _Features, layout: Layout, block: tuple[int, int]) -> None:
+        first_id, end_id = block
+        self.layout, self.first_id = layout, first_id
+        sizes = layout.sizes[first_id:end_id]
+        self.offsets = np.concatenate([[0], np.cumsum(sizes**2)])
         self.flat = np.empty(int(self.offsets[-1]))
-        for size in np.unique(layout.sizes):
-            ids = np.nonzero(layout.sizes == size)[0]
-            for chunk in np.array_split(ids, max(1, len(ids) * size * size // 2_000_000)):
-                index = layout.starts[chunk, None] + np.arange(size)
-                block = feats.rows64(index)
+        for size in np.unique(sizes):
+            ids = np.nonzero(sizes == size)[0]
+            for chunk in np.array_split(ids, max(1, len(ids) * size * size // _GRAM_CHUNK)):
+                index = layout.starts[first_id + chunk, None] + np.arange(size)
+                rows = feats.rows64(index)
                 norms = feats.norms[index]
-                grams = np.matmul(block, block.transpose(0, 2, 1)) / (norms[:, :, None] * norms[:, None, :])
+                grams = np.matmul(rows, rows.transpose(0, 2, 1)) / (norms[:, :, None] * norms[:, None, :])
                 for k, gram in zip(chunk, grams, strict=True):
                     self.flat[self.offsets[k] : self.offsets[k + 1]] = gram.ravel()
 
@@ -216,7 +250,7 @@ class _PositiveSims:
         start, size = self.layout.starts[ident], self.layout.sizes[ident]
         local_row = rows - start
         local_partner = np.where(partners >= 0, partners - start[:, None], 0)
-        flat_index = self.offsets[ident][:, None] + local_row[:, None] * size[:, None] + local_partner
+        flat_index = self.offsets[ident - self.first_id][:, None] + local_row[:, None] * size[:, None] + local_partner
         return self.flat[flat_index]
 
 
@@ -256,20 +290,32 @@ class _SharedNegatives:
         return out
 
 
-def _block_distances(feats: _Features, layout: Layout, positives: _PositiveSims, params: LabelParams,
-                     block: tuple[int, int]) -> tuple[np.ndarray, ...]:
+@dataclass
+class _BlockResult:
+    """One identity block's outputs, rows in identity-sorted positions ``rows``."""
+
+    rows: np.ndarray
+    distances: np.ndarray  # R×rows
+    pos_sum: np.ndarray  # Σ over repetitions of the mean Pos-Sim
+    neg_sum: np.ndarray
+    n_pos: np.ndarray
+
+
+def _block_distances(feats: _Features, layout: Layout, params: LabelParams, block: tuple[int, int]) -> _BlockResult:
     """All repetitions' distances, mean sims and positive counts of one identity block."""
     first_id, end_id = block
     row_start = int(layout.starts[first_id])
     rows = np.arange(row_start, int(layout.starts[end_id - 1] + layout.sizes[end_id - 1]))
-    reps = params.repetitions
-    distances = np.full((reps, len(rows)), np.nan)
-    pos_means = np.full((reps, len(rows)), np.nan)
-    neg_means = np.full((reps, len(rows)), np.nan)
+    distances = np.full((params.repetitions, len(rows)), np.nan)
+    pos_sum = np.zeros(len(rows))
+    neg_sum = np.zeros(len(rows))
     n_pos = np.zeros(len(rows), dtype=np.int64)
     use = np.nonzero(layout.sizes[layout.identity_of_row[rows]] >= 2)[0]
+    pos_sum[np.setdiff1d(np.arange(len(rows)), use)] = np.nan
+    neg_sum[np.isnan(pos_sum)] = np.nan
+    positives = _BlockPositives(feats, layout, block)
     shared = _SharedNegatives(feats, layout, block) if params.negatives_shared_by == "identity" else None
-    for rep in range(reps):
+    for rep in range(params.repetitions):
         draws = draw_block(layout, params, rep, block)
         if shared is not None:
             neg_sims = shared.sims(draws.neg, len(rows))
@@ -289,9 +335,11 @@ def _block_distances(feats: _Features, layout: Layout, positives: _PositiveSims,
         neg_mean = np.where(neg_idx >= 0, neg_use, 0).sum(axis=1) / neg_count
         if params.sign_guard:
             distance = np.where(pos_mean < neg_mean, 0.0, distance)
-        distances[rep, use], pos_means[rep, use], neg_means[rep, use] = distance, pos_mean, neg_mean
+        distances[rep, use] = distance
+        pos_sum[use] += pos_mean
+        neg_sum[use] += neg_mean
         n_pos[use] = pos_count
-    return rows, distances, pos_means, neg_means, n_pos
+    return _BlockResult(rows, distances, pos_sum, neg_sum, n_pos)
 
 
 def _torch_device(device: str) -> str | None:
@@ -311,31 +359,52 @@ def _torch_device(device: str) -> str | None:
 
 def fast_labels(embeddings: np.ndarray, identities: np.ndarray, params: LabelParams = DEFAULT_PARAMS,
                 workers: int | None = None, progress: ProgressFn | None = None,
-                device: str = "auto") -> LabelResult:
+                device: str = "auto", usable: np.ndarray | None = None) -> LabelResult:
     """Pseudo-labels for all images, vectorised per identity block; equals :func:`reference_labels`.
+
+    ``embeddings`` may be a memory-mapped store (float16 or float32): rows are read
+    where they lie, a block at a time. Memory beyond the embeddings themselves is O(N)
+    for the results (the R×N distances, a few N-vectors) plus one block's working set
+    per worker; nothing is held per identity pair or for all identities at once.
+    ``usable``: rows to use (False: excluded, e.g. images without a face; no label).
 
     Blocks run on ``workers`` threads (default: the CPU count); numpy releases the GIL in
     the matrix products, gathers and sorts that dominate. ``device``: ``auto`` runs the
     similarity products on a CUDA GPU through torch when one is present, else numpy;
     ``numpy``, or a torch device name (``cuda``, ``cpu``) to force one.
     """
-    order, layout, feats = _prepare(np.asarray(embeddings), np.asarray(identities))
-    features = _Features(feats, _torch_device(device))
-    n = layout.n
-    labelled = layout.sizes[layout.identity_of_row] >= 2
-    positives = _PositiveSims(features, layout)
-    distances = np.full((params.repetitions, n), np.nan)
-    pos_means = np.full((params.repetitions, n), np.nan)
-    neg_means = np.full((params.repetitions, n), np.nan)
-    n_pos = np.zeros(n, dtype=np.int64)
-    blocks = identity_blocks(layout)
+    order, layout = _layout(embeddings, identities, usable)
+    n_total = len(identities)
+    features = _Features(embeddings, order, _torch_device(device))
+    reps = params.repetitions
+    # Outputs in the caller's row order, written block by block: no copy in identity order.
+    distances = np.full((reps, n_total), np.nan)
+    pos_sum = np.full(n_total, np.nan)
+    neg_sum = np.full(n_total, np.nan)
+    n_pos = np.zeros(n_total, dtype=np.int64)
+    labelled = np.zeros(n_total, dtype=bool)
+    labelled[order] = layout.sizes[layout.identity_of_row] >= 2
     workers = workers or os.cpu_count() or 1
-    # One BLAS thread per worker: the workers already use every core.
+
+    def store(result: _BlockResult) -> None:
+        target = order[result.rows]
+        distances[:, target] = result.distances
+        pos_sum[target], neg_sum[target], n_pos[target] = result.pos_sum, result.neg_sum, result.n_pos
+        if progress:
+            progress(len(result.rows))
+
+    # One BLAS thread per worker: the workers already use every core. At most two blocks
+    # per worker are in flight, so finished blocks never pile up behind a slow one.
     with threadpool_limits(1 if workers > 1 else None, user_api="blas"), ThreadPoolExecutor(workers) as pool:
-        for rows, d, pm, nm, npos in pool.map(
-            lambda block: _block_distances(features, layout, positives, params, block), blocks
-        ):
-            distances[:, rows], pos_means[:, rows], neg_means[:, rows], n_pos[rows] = d, pm, nm, npos
-            if progress:
-                progress(len(rows))
-    return _finish(order, distances, pos_means, neg_means, n_pos, labelled, params)
+        in_flight: deque = deque()
+        for block in identity_blocks(layout):
+            in_flight.append(pool.submit(_block_distances, features, layout, params, block))
+            if len(in_flight) >= 2 * workers:
+                store(in_flight.popleft().result())
+        while in_flight:
+            store(in_flight.popleft().result())
+    label_sum = np.zeros(n_total)
+    for rep in range(reps):
+        label_sum += _scale(distances[rep], labelled, params)
+    return LabelResult(labels=label_sum / reps, mean_pos_sim=pos_sum / reps, mean_neg_sim=neg_sum / reps,
+                       n_pos=n_pos, labelled=labelled, distances=distances)

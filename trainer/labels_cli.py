@@ -1,38 +1,60 @@
-"""``trainer labels``: a dataset (or precomputed embeddings) → SDD-FIQA pseudo-labels.
+"""``trainer labels`` and ``trainer embed``: datasets → embedding store → SDD-FIQA pseudo-labels.
 
-Writes ``labels.csv`` (one row per image), ``summary.json`` (parameters, counts, what
-was skipped and why) and ``histogram.png`` into the output folder.
+``trainer embed`` fills (or resumes) the embedding store of one or more datasets; run it
+under ``torchrun`` to embed with one process per GPU. ``trainer labels`` embeds what is
+missing, then computes the labels from the store in bounded memory and writes
+``labels.csv`` (one row per usable image), ``summary.json`` (parameters, datasets, counts,
+what was skipped and why) and ``histogram.png`` into the output folder.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import time
-from dataclasses import asdict
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from engines.errors import DatasetError
 from trainer.labels import LabelResult, fast_labels, reference_labels
+from trainer.labels_io import read_labels, write_labels
 from trainer.sddfiqa import LabelParams
 
-LABEL_FIELDS = ("path", "identity", "label", "mean_pos_sim", "mean_neg_sim", "n_pos")
+__all__ = ["add_parser", "read_labels", "run"]
+SCATTER_POINTS = 200_000
+DATA_HELP = ("a dataset: identity folders ROOT/<identity>/<image>, a list file ('path identity' per line) or an "
+             "InsightFace RecordIO folder (train.rec, train.idx). Repeat for several roots: identities of different "
+             "roots never merge, names are prefixed by the root's name")
+
+
+def _store_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--store", type=Path, default=None,
+                   help="embedding store folder (default: under the cache, one per recogniser and dataset roots)")
+    p.add_argument("--dtype", choices=("float16", "float32"), default="float16", help="stored embedding precision")
+    p.add_argument("--workers", type=int, default=None,
+                   help="embedding processes on CPU, one ONNX Runtime thread each (default: the CPU count)")
+    p.add_argument("--shard-size", type=int, default=None,
+                   help="images per shard, the unit of resuming (default: 4096, less for small sets)")
+    p.add_argument("--cache", type=Path, default=None, help="cache root (default: $FACEGATE_CACHE)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Register ``labels`` and ``embed``."""
     defaults = LabelParams()
     p = sub.add_parser(
         "labels",
-        help="compute SDD-FIQA quality pseudo-labels for an identity-folder dataset",
+        help="compute SDD-FIQA quality pseudo-labels for one or more face datasets",
         description="Quality pseudo-label of each image: the Wasserstein distance between its "
         "similarities to same-identity images (Pos-Sim) and to other identities (Neg-Sim), "
-        "min-max scaled to 0..100 per repetition and averaged (SDD-FIQA, CVPR 2021).",
+        "min-max scaled to 0..100 per repetition and averaged (SDD-FIQA, CVPR 2021). "
+        "Embeds what the store lacks first (resumable), then labels from the store.",
     )
-    source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--data", type=Path, help="identity-folder dataset ROOT/<identity>/<image>")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--data", type=Path, action="append", help=DATA_HELP)
     source.add_argument("--embeddings", type=Path, help="precomputed N×D embeddings (.npy)")
     p.add_argument("--identities", type=Path,
                    help="with --embeddings: text file, one identity per line (or 'path<TAB>identity')")
@@ -52,9 +74,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="reference: per-image scipy loop (slow; for checking)")
     p.add_argument("--device", default="auto",
                    help="similarity products: auto (a CUDA GPU through torch when present), numpy, cuda, cpu")
-    p.add_argument("--cache", type=Path, default=None, help="cache root for embeddings")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _store_options(p)
     p.set_defaults(func=run)
+
+    e = sub.add_parser(
+        "embed",
+        help="embed one or more face datasets into a resumable embedding store",
+        description="Recognition embeddings of every image, written shard by shard into one memory-mapped "
+        "array (float16 by default); a re-run embeds only the shards not yet done. Several worker processes "
+        "on CPU; under torchrun, one process per GPU (rank r takes shards r, r+world, ...).",
+    )
+    e.add_argument("--data", type=Path, action="append", required=True, help=DATA_HELP)
+    e.add_argument("--device", default="auto", help="auto (the rank's GPU under torchrun when present), cpu, cuda")
+    _store_options(e)
+    e.set_defaults(func=run_embed)
 
 
 def _read_identities(path: Path, n: int) -> tuple[list[str], list[str]]:
@@ -69,7 +102,56 @@ def _read_identities(path: Path, n: int) -> tuple[list[str], list[str]]:
     return paths, identities
 
 
-def _load(args: argparse.Namespace) -> tuple[np.ndarray, list[str], list[str], list[tuple[str, str]], str]:
+def _roots(data: Path | list[Path]) -> list[Path]:
+    return list(data) if isinstance(data, list | tuple) else [data]
+
+
+@dataclass
+class LabelInput:
+    """What labels are computed from: embeddings (an array or a memory-mapped store) and names."""
+
+    embeddings: np.ndarray
+    identity: np.ndarray  # int, index into ``names``
+    names: list[str]
+    usable: np.ndarray | None
+    key: Callable[[int], str]
+    path: Callable[[int], str]
+    skipped: list[tuple[str, str]]
+    model: str
+    data: dict | None
+    store: str | None = None
+
+
+def _embed(args: argparse.Namespace):
+    from trainer.datasets import open_datasets
+    from trainer.embed import embed_to_store
+
+    dataset = open_datasets(_roots(args.data))
+    run = embed_to_store(dataset, getattr(args, "store", None), cache=args.cache,
+                         dtype=getattr(args, "dtype", "float16"), shard_size=getattr(args, "shard_size", None),
+                         workers=getattr(args, "workers", None), device=getattr(args, "device", "auto"),
+                         progress=not args.quiet)
+    return dataset, run
+
+
+def _from_store(folder: Path, dataset=None) -> LabelInput:
+    from trainer.datasets import open_spec
+    from trainer.store import EmbeddingStore
+
+    store = EmbeddingStore(folder, "r")
+    if dataset is None and store.meta.data:
+        dataset = open_spec(store.meta.data)
+    if dataset is not None and len(dataset) != store.meta.n:
+        raise DatasetError(f"embedding store {folder} holds {store.meta.n} rows, its dataset now {len(dataset)}: "
+                           "embed again (trainer embed --data …)")
+    skipped = list(dataset.skipped if dataset else [])
+    skipped += [(dataset.path(r) if dataset else f"#{r}", reason) for r, reason in store.failures()]
+    return LabelInput(store.embeddings, np.asarray(store.identity), store.identity_names(), store.usable,
+                      dataset.key if dataset else (lambda i: f"#{i}"), dataset.path if dataset else (lambda i: f"#{i}"),
+                      skipped, store.meta.recognizer, store.meta.data, str(folder))
+
+
+def _load(args: argparse.Namespace) -> LabelInput:
     if args.embeddings is not None:
         if args.identities is None:
             raise DatasetError("--embeddings needs --identities (one identity per embedding)")
@@ -80,48 +162,27 @@ def _load(args: argparse.Namespace) -> tuple[np.ndarray, list[str], list[str], l
         if embeddings.ndim != 2:
             raise DatasetError(f"{args.embeddings} must hold an N×D array, not shape {embeddings.shape}")
         paths, identities = _read_identities(args.identities, len(embeddings))
-        return embeddings.astype(np.float32), paths, identities, [], f"precomputed:{args.embeddings.name}"
-    from trainer.dataset import scan_identity_folders
-    from trainer.embed import embed_dataset
+        names, identity = np.unique(np.asarray(identities), return_inverse=True)
+        return LabelInput(embeddings.astype(np.float32), identity, [str(n) for n in names], None,
+                          paths.__getitem__, paths.__getitem__, [], f"precomputed:{args.embeddings.name}", None)
+    if args.data:
+        dataset, run = _embed(args)
+        return _from_store(run.store_dir, dataset)
+    if getattr(args, "store", None) is not None:
+        return _from_store(args.store)
+    raise DatasetError("give --data (one or more datasets), --embeddings with --identities, or --store")
 
-    embedded = embed_dataset(scan_identity_folders(args.data), cache_dir=args.cache, progress=not args.quiet)
-    return embedded.embeddings, embedded.paths, embedded.identities, embedded.skipped, embedded.model
 
-
-def check_usable(identities: list[str]) -> None:
-    """Raise DatasetError unless at least two identities and one with two images exist."""
-    names, counts = np.unique(np.asarray(identities), return_counts=True)
-    if len(names) < 2 or int((counts >= 2).sum()) < 1:
+def check_usable(identity: np.ndarray, usable: np.ndarray | None = None) -> np.ndarray:
+    """Images per identity (usable rows); DatasetError unless two identities and one with two images exist."""
+    counts = np.bincount(identity[usable] if usable is not None else identity)
+    present = counts[counts > 0]
+    if len(present) < 2 or int((present >= 2).sum()) < 1:
         raise DatasetError(
             f"pseudo-labels need at least two identities and one with two or more usable images; "
-            f"found {len(names)} identities, {int((counts >= 2).sum())} with two or more"
+            f"found {len(present)} identities, {int((present >= 2).sum())} with two or more"
         )
-
-
-def write_labels(out: Path, paths: list[str], identities: list[str], result: LabelResult) -> Path:
-    target = out / "labels.csv"
-    with open(target, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(LABEL_FIELDS)
-        for i, (path, identity) in enumerate(zip(paths, identities, strict=True)):
-            if result.labelled[i]:
-                writer.writerow([path, identity, f"{result.labels[i]:.6f}", f"{result.mean_pos_sim[i]:.6f}",
-                                 f"{result.mean_neg_sim[i]:.6f}", int(result.n_pos[i])])
-            else:
-                writer.writerow([path, identity, "", "", "", 0])
-    return target
-
-
-def read_labels(path: Path) -> dict[str, float]:
-    """path → label of every labelled row of a ``labels.csv``."""
-    try:
-        with open(path, newline="") as handle:
-            rows = list(csv.DictReader(handle))
-    except OSError as exc:
-        raise DatasetError(f"cannot read labels file {path}: {exc.strerror or exc}") from None
-    if not rows or set(LABEL_FIELDS) - set(rows[0]):
-        raise DatasetError(f"{path} is not a labels file (expected columns {', '.join(LABEL_FIELDS)})")
-    return {r["path"]: float(r["label"]) for r in rows if r["label"]}
+    return counts
 
 
 def plot_histogram(out: Path, result: LabelResult) -> Path:
@@ -131,11 +192,12 @@ def plot_histogram(out: Path, result: LabelResult) -> Path:
     import matplotlib.pyplot as plt
 
     labels = result.labels[result.labelled]
+    shown = np.random.default_rng(0).permutation(len(labels))[:SCATTER_POINTS]  # millions of points draw slowly
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
     ax1.hist(labels, bins=40, color="#3b7dd8")
     ax1.set(title="SDD-FIQA pseudo-labels", xlabel="label (0..100)", ylabel="images")
-    ax2.scatter(result.mean_neg_sim[result.labelled], result.mean_pos_sim[result.labelled], c=labels, s=6,
-                cmap="viridis")
+    ax2.scatter(result.mean_neg_sim[result.labelled][shown], result.mean_pos_sim[result.labelled][shown],
+                c=labels[shown], s=6 if len(shown) < 20_000 else 1, cmap="viridis")
     ax2.set(title="mean similarities (colour: label)", xlabel="mean Neg-Sim", ylabel="mean Pos-Sim")
     fig.tight_layout()
     target = out / "histogram.png"
@@ -144,50 +206,88 @@ def plot_histogram(out: Path, result: LabelResult) -> Path:
     return target
 
 
+def run_embed(args: argparse.Namespace) -> int:
+    _, run = _embed(args)
+    from trainer.embed import _distributed
+
+    if _distributed()[0] == 0:
+        print(f"embed: {run.embedded} embedded, {run.reused} reused, {run.failed} not usable, "
+              f"{run.shards_done_before} shards already done; {run.images_per_s:.1f} images/s -> {run.store_dir}")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     params = LabelParams(
         positives=args.positives, negatives=args.negatives, repetitions=args.repetitions, seed=args.seed,
         negatives_shared_by=args.negatives_shared_by, sign_guard=args.sign_guard,
         clip_percentile=args.clip_percentile,
     )
-    embeddings, paths, identities, skipped, model = _load(args)
-    check_usable(identities)
+    source = _load(args)
+    from trainer.embed import _distributed
+
+    if _distributed()[0] != 0:
+        return 0  # under torchrun, the other ranks only embed
+    counts = check_usable(source.identity, source.usable)
     from tqdm import tqdm
 
     started = time.perf_counter()
+    usable = source.usable if source.usable is not None else np.ones(len(source.identity), bool)
+    rows = np.nonzero(usable)[0]
     if args.implementation == "reference":
         with tqdm(total=params.repetitions, desc="labels (reference)", unit="rep", disable=args.quiet) as bar:
-            result = reference_labels(embeddings, np.asarray(identities), params, progress=bar.update)
+            part = reference_labels(np.asarray(source.embeddings[rows], np.float32), source.identity[rows], params,
+                                    progress=bar.update)
+        result = _expand(part, rows, len(usable))
     else:
-        with tqdm(total=len(identities), desc="labels", unit="img", disable=args.quiet) as bar:
-            result = fast_labels(embeddings, np.asarray(identities), params, progress=bar.update,
-                                 device=getattr(args, "device", "auto"))
+        with tqdm(total=len(rows), desc="labels", unit="img", disable=args.quiet) as bar:
+            result = fast_labels(source.embeddings, source.identity, params, progress=bar.update,
+                                 device=getattr(args, "device", "auto"), usable=source.usable)
     seconds = time.perf_counter() - started
     args.out.mkdir(parents=True, exist_ok=True)
-    write_labels(args.out, paths, identities, result)
+    names = source.names
+    write_labels(args.out / "labels.csv", (
+        (source.key(i), source.path(i), names[source.identity[i]],
+         *((result.labels[i], result.mean_pos_sim[i], result.mean_neg_sim[i], result.n_pos[i])
+           if result.labelled[i] else (None, None, None, 0)))
+        for i in rows.tolist()))
     plot_histogram(args.out, result)
-    names, counts = np.unique(np.asarray(identities), return_counts=True)
-    singletons = sorted(str(n) for n, c in zip(names, counts, strict=True) if c == 1)
+    singletons = sorted(names[k] for k in np.nonzero(counts == 1)[0])
     labels = result.labels[result.labelled]
     summary = {
         "params": asdict(params),
         "implementation": args.implementation,
-        "recognizer": model,
-        "images": len(identities),
+        "recognizer": source.model,
+        "data": source.data,
+        "store": source.store,
+        "images": len(rows),
         "labelled": int(result.labelled.sum()),
-        "identities": len(names),
+        "identities": int((counts > 0).sum()),
         "one_image_identities": singletons,
-        "skipped": [{"path": p, "reason": r} for p, r in skipped],
+        "skipped": [{"path": p, "reason": r} for p, r in source.skipped],
         "label_stats": {"mean": float(labels.mean()), "std": float(labels.std()),
                         "min": float(labels.min()), "max": float(labels.max())},
         "seconds": round(seconds, 3),
     }
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(f"labels: {summary['labelled']} of {summary['images']} images labelled "
-          f"({len(names)} identities) in {seconds:.2f}s -> {args.out / 'labels.csv'}")
+          f"({summary['identities']} identities) in {seconds:.2f}s -> {args.out / 'labels.csv'}")
     if singletons:
         print(f"  {len(singletons)} one-image identities got no label (negatives only): "
               f"{', '.join(singletons[:5])}{' …' if len(singletons) > 5 else ''}")
+    skipped = source.skipped
     if skipped:
         print(f"  {len(skipped)} images skipped (listed in summary.json), e.g. {skipped[0][0]}: {skipped[0][1]}")
     return 0
+
+
+def _expand(part: LabelResult, rows: np.ndarray, n: int) -> LabelResult:
+    """A result over ``rows`` spread to all ``n`` rows (NaN / unlabelled elsewhere)."""
+
+    def spread(values: np.ndarray, fill: float) -> np.ndarray:
+        out = np.full((*values.shape[:-1], n), fill, dtype=values.dtype)
+        out[..., rows] = values
+        return out
+
+    return LabelResult(spread(part.labels, np.nan), spread(part.mean_pos_sim, np.nan),
+                       spread(part.mean_neg_sim, np.nan), spread(part.n_pos, 0), spread(part.labelled, False),
+                       spread(part.distances, np.nan))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -11,25 +12,23 @@ from pathlib import Path
 import numpy as np
 
 from engines.errors import DatasetError, FacegateError
+from trainer.fit_options import FitOptions
 from trainer.sddfiqa import RegressorParams
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
-    ref = RegressorParams()
     fit = sub.add_parser("fit", help="train the quality regressor on pseudo-labels",
                          description="SDD-FIQA regressor: SFace-initialised MobileFaceNet, Huber loss, Adam, "
-                         "step schedule, horizontal flip; checkpoints every epoch.")
+                         "step schedule, horizontal flip; checkpoints every epoch (atomically; --resume continues). "
+                         "Runs under torchrun on several processes, GPUs or machines (DistributedDataParallel; "
+                         "--batch-size is the global batch).",
+                         epilog="Cut points (--freeze-blocks): 0 trains everything (the reference); 24 or "
+                         "pair12-dw freezes up to the 12th pair's depthwise conv (features 512x7x7); 25 or pair12 "
+                         "up to the 12th pair (1024x7x7); 27 or backbone freezes the whole backbone (head only). "
+                         "Example: torchrun --nproc_per_node 8 -m trainer.cli fit --labels L --out RUN")
     fit.add_argument("--labels", type=Path, required=True, help="labels.csv from `trainer labels`")
     fit.add_argument("--out", type=Path, required=True, help="run folder (checkpoints, curves)")
-    fit.add_argument("--epochs", type=int, default=ref.epochs)
-    fit.add_argument("--lr", type=float, default=ref.learning_rate)
-    fit.add_argument("--lr-milestones", default=",".join(map(str, ref.lr_milestones)),
-                     help="epochs at which the learning rate is multiplied by 0.1")
-    fit.add_argument("--weight-decay", type=float, default=ref.weight_decay)
-    fit.add_argument("--dropout", type=float, default=ref.dropout)
-    fit.add_argument("--no-flip", action="store_true", help="no random horizontal flip")
-    fit.add_argument("--batch-size", type=int, default=32)
-    fit.add_argument("--seed", type=int, default=0)
+    add_fit_options(fit)
     fit.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda")
     fit.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.pt")
     fit.add_argument("--quiet", action="store_true")
@@ -64,15 +63,90 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     score.set_defaults(func=run_score)
 
 
-def run_fit(args: argparse.Namespace) -> int:
-    from trainer.fit import FitOptions, fit
+def frozen_blocks(value: str) -> int:
+    """``--freeze-blocks``: a number of blocks or a named cut point."""
+    from trainer.quality_model import BLOCKS, NAMED_CUTS
 
-    params = replace(RegressorParams(), epochs=args.epochs, learning_rate=args.lr, weight_decay=args.weight_decay,
-                     dropout=args.dropout, horizontal_flip=not args.no_flip,
-                     lr_milestones=tuple(int(x) for x in args.lr_milestones.split(",") if x))
-    options = FitOptions(batch_size=args.batch_size, seed=args.seed, device=args.device)
+    if value in NAMED_CUTS:
+        return NAMED_CUTS[value]
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 0..{BLOCKS} or one of {', '.join(NAMED_CUTS)}") from None
+    if not 0 <= number <= BLOCKS:
+        raise argparse.ArgumentTypeError(f"expected 0..{BLOCKS} or one of {', '.join(NAMED_CUTS)}")
+    return number
+
+
+def add_fit_options(parser: argparse.ArgumentParser, reference_defaults: bool = True) -> None:
+    """The training recipe's options, shared by ``trainer fit`` and ``trainer rebuild``.
+
+    With ``reference_defaults`` False every default is None (``rebuild`` then keeps the reference).
+    """
+    ref, ours = RegressorParams(), FitOptions()
+
+    def default(value):
+        return value if reference_defaults else None
+
+    parser.add_argument("--epochs", type=int, default=default(ref.epochs), help=f"default {ref.epochs}")
+    parser.add_argument("--lr", type=float, default=default(ref.learning_rate), help=f"default {ref.learning_rate}")
+    parser.add_argument("--lr-milestones", default=default(",".join(map(str, ref.lr_milestones))),
+                        help="epochs at which the learning rate is multiplied by 0.1 "
+                        f"(default {','.join(map(str, ref.lr_milestones))})")
+    parser.add_argument("--weight-decay", type=float, default=default(ref.weight_decay),
+                        help=f"default {ref.weight_decay}")
+    parser.add_argument("--dropout", type=float, default=default(ref.dropout), help=f"default {ref.dropout}")
+    parser.add_argument("--no-flip", action="store_true", help="no random horizontal flip")
+    parser.add_argument("--batch-size", type=int, default=ours.batch_size,
+                        help="global batch, split evenly over torchrun's processes")
+    parser.add_argument("--val-fraction", type=float, default=ours.val_fraction,
+                        help="share of labelled images kept for validation")
+    parser.add_argument("--seed", type=int, default=ours.seed)
+    parser.add_argument("--freeze-blocks", type=frozen_blocks, default=ours.frozen_blocks, metavar="K",
+                        help="freeze the first K conv blocks (0: train all, the reference; or pair12-dw, pair12, "
+                        "backbone)")
+    parser.add_argument("--no-feature-cache", action="store_true",
+                        help="with frozen blocks: run them on every step instead of caching their features")
+    parser.add_argument("--cache-dir", type=Path, default=None,
+                        help="feature cache root (default $FACEGATE_CACHE/features)")
+    parser.add_argument("--cache-batch", type=int, default=ours.cache_batch, help="images per feature-cache batch")
+    parser.add_argument("--cache-shard-images", type=int, default=ours.cache_shard_images,
+                        help="images per feature-cache shard (the unit a killed build loses)")
+    parser.add_argument("--workers", type=int, default=ours.workers,
+                        help="DataLoader processes reading images or cached features (0: in the training process)")
+    parser.add_argument("--no-sync-bn", action="store_true",
+                        help="several GPU processes: keep BatchNorm statistics per process")
+
+
+def fit_recipe(args: argparse.Namespace) -> tuple[RegressorParams, FitOptions]:
+    """The recipe the options describe (options left at None keep the reference value)."""
+    ref = RegressorParams()
+
+    def pick(value, fallback):
+        return fallback if value is None else value
+
+    milestones = pick(args.lr_milestones, None)
+    params = replace(ref, epochs=pick(args.epochs, ref.epochs), learning_rate=pick(args.lr, ref.learning_rate),
+                     weight_decay=pick(args.weight_decay, ref.weight_decay), dropout=pick(args.dropout, ref.dropout),
+                     horizontal_flip=not args.no_flip,
+                     lr_milestones=ref.lr_milestones if milestones is None
+                     else tuple(int(x) for x in milestones.split(",") if x))
+    options = FitOptions(batch_size=args.batch_size, val_fraction=args.val_fraction, seed=args.seed,
+                         device=getattr(args, "device", "auto"), frozen_blocks=args.freeze_blocks,
+                         feature_cache=not args.no_feature_cache,
+                         cache_dir=str(args.cache_dir) if args.cache_dir else None, cache_batch=args.cache_batch,
+                         cache_shard_images=args.cache_shard_images,
+                         workers=args.workers, sync_batchnorm=not args.no_sync_bn)
+    return params, options
+
+
+def run_fit(args: argparse.Namespace) -> int:
+    from trainer.fit import fit
+
+    params, options = fit_recipe(args)
     last = fit(args.labels, args.out, params, options, resume=args.resume, progress=not args.quiet)
-    print(f"fit: checkpoint {last}; curves {args.out / 'training_curves.png'}")
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for the run
+        print(f"fit: checkpoint {last}; curves {args.out / 'training_curves.png'}")
     return 0
 
 

@@ -1,23 +1,27 @@
 """``trainer rebuild``: embeddings → labels → fit → export → build → evaluate → new version.
 
-One command, resumable: every stage writes its result into a work folder keyed by the
-training data's identity and the run's parameters, and is skipped when its result is
-already there. The new ``engines/models/<name>-<N>/`` becomes current only if it beats
+One command, resumable: every stage writes its result into a folder keyed by everything
+that changes it (``trainer.rebuild_stages``), and is skipped when its result is already
+there; each stage's wall time, CPU time and peak memory go to the work folder's
+``summary.json`` and are printed at the end. The new ``engines/models/<name>-<N>/`` becomes current only if it beats
 the current model on the same held-out pairs (mean pAUC at discard 0.3, FMR 1e-3, over
 the recognisers), or with ``force``.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from engines.errors import FacegateError, ModelError
-from engines.paths import MODELS_DIR, cache_root
+from engines.errors import ModelError
+from engines.paths import MODELS_DIR
 from engines.registry import current_model, set_current
+from trainer.fit_options import FitOptions
+from trainer.rebuild_stages import EmbeddingOptions
+from trainer.rebuild_stages import portable as _portable
 from trainer.sddfiqa import LabelParams, RegressorParams
 
 MODEL_NAME = "sddfiqa-mfn"
@@ -31,6 +35,8 @@ class RebuildResult:
     score: float
     current_score: float | None
     build_note: str
+    stages: list[dict] = field(default_factory=list)  # wall time, CPU time, peak memory per stage
+    summary: Path | None = None
 
 
 def decision_score(report: dict) -> float:
@@ -39,84 +45,35 @@ def decision_score(report: dict) -> float:
     return float(sum(r["pauc_0.3"] for r in rows) / len(rows))
 
 
-def _portable(path: Path) -> str:
-    """A path as it reads on any machine: relative to the cache root when inside it."""
-    try:
-        return "$FACEGATE_CACHE/" + str(Path(path).resolve().relative_to(cache_root().resolve()))
-    except ValueError:
-        return str(path)
-
-
 def _next_version(models_dir: Path) -> int:
     numbers = [int(p.name.rsplit("-", 1)[1]) for p in models_dir.glob(f"{MODEL_NAME}-*")
                if p.name.rsplit("-", 1)[1].isdigit()]
     return max(numbers, default=0) + 1
 
 
-def _run_key(train: Path, heldout: Path, labels: LabelParams, fit: RegressorParams) -> str:
-    files = sorted(str(p.relative_to(train)) + str(p.stat().st_size) for p in train.rglob("*") if p.is_file())
-    blob = json.dumps([files, str(heldout), asdict(labels), asdict(fit)], sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
-
-
-def rebuild(train: Path, heldout: Path, labels: LabelParams = LabelParams(),  # noqa: B008
+def rebuild(train: Path | Sequence[Path], heldout: Path, labels: LabelParams = LabelParams(),  # noqa: B008
             fit_params: RegressorParams = RegressorParams(), force: bool = False,  # noqa: B008
             models_dir: Path = MODELS_DIR, progress: bool = True,
             recognizers: tuple[str, ...] = ("sface", "dlib-resnet"),
+            fit_options: FitOptions | None = None, embedding: EmbeddingOptions | None = None,
             ) -> RebuildResult:
-    import argparse
-
-    import numpy as np
-
+    """Stages 1–5 (see ``trainer.rebuild_stages`` for 1–4); ``train`` is one dataset root or several."""
     from trainer.evaluate import evaluate
-    from trainer.export import export_onnx
-    from trainer.fit import LAST, fit, load_checkpoint
-    from trainer.labels_cli import run as run_labels
+    from trainer.rebuild_stages import RebuildStages
 
-    work = cache_root() / "rebuild" / _run_key(train, heldout, labels, fit_params)
-    work.mkdir(parents=True, exist_ok=True)
-    say = print if progress else (lambda *a, **k: None)
-
-    labels_csv = work / "labels" / "labels.csv"
-    if not labels_csv.is_file():
-        say("[1/5] embeddings and pseudo-labels")
-        run_labels(argparse.Namespace(
-            data=train, embeddings=None, identities=None, out=work / "labels", cache=None, quiet=not progress,
-            positives=labels.positives, negatives=labels.negatives, repetitions=labels.repetitions,
-            seed=labels.seed, negatives_shared_by=labels.negatives_shared_by, sign_guard=labels.sign_guard,
-            clip_percentile=labels.clip_percentile, implementation="fast"))
-    else:
-        say("[1/5] pseudo-labels: reused")
-
-    last = work / "fit" / "checkpoints" / LAST
-    done = last.is_file() and load_checkpoint(last)["epoch"] >= fit_params.epochs
-    say(f"[2/5] fit ({fit_params.epochs} epochs){': reused' if done else ''}")
-    if not done:
-        fit(labels_csv, work / "fit", fit_params, resume=True, progress=progress)
-
+    roots = [Path(train)] if isinstance(train, str | Path) else [Path(r) for r in train]
+    stages = RebuildStages(roots, heldout, labels, fit_params, fit_options or FitOptions(),
+                           embedding or EmbeddingOptions(), progress)
+    work = stages.work
+    say = stages.say
+    labels_dir = stages.labels()
+    last = stages.fit()
     version = _next_version(models_dir)
     staging = work / "model"
-    shutil.rmtree(staging, ignore_errors=True)
-    say(f"[3/5] export {MODEL_NAME}-{version}")
-    summary = json.loads((work / "labels" / "summary.json").read_text())
-    training = {"data": _portable(train), "images_labelled": summary["labelled"], "identities": summary["identities"],
-                "label_params": summary["params"], "fit_params": asdict(fit_params),
-                "history": json.loads((work / "fit" / "fit.json").read_text())["history"][-1]}
-    export_onnx(last, staging, MODEL_NAME, str(version), training=training)
+    stages.export(last, staging, MODEL_NAME, version)
+    build_note = stages.build(staging)
 
-    say("[4/5] TensorRT build")
-    from engines.build import build_unavailable_reason
-
-    build_note = build_unavailable_reason() or ""
-    if not build_note:
-        from trainer.build import build_model
-
-        try:
-            build_model(str(staging))
-        except FacegateError as exc:
-            build_note = str(exc)
-    say(f"      skipped: {build_note}" if build_note else "      built")
-
+    evaluation_record = stages.log.begin("evaluate")
     say("[5/5] evaluate on held-out identities")
     report = evaluate(heldout, staging / "report.json", model=str(staging), recognizers=recognizers)
     score = decision_score(report)
@@ -138,7 +95,7 @@ def rebuild(train: Path, heldout: Path, labels: LabelParams = LabelParams(),  # 
                   "pauc_0.3_fmr1e-3": {r["recognizer"] + "/" + r["method"]: r["pauc_0.3"]
                                        for r in report["results"] if r["fmr"] == DECISION_FMR}}
     write_manifest(staging, manifest.model_copy(update={"evaluation": evaluation}))
-    for extra in (work / "fit" / "training_curves.png", work / "labels" / "histogram.png"):
+    for extra in (stages.fit_dir / "training_curves.png", labels_dir / "histogram.png"):
         if extra.is_file():
             shutil.copy(extra, staging / ("labels_histogram.png" if extra.name == "histogram.png" else extra.name))
     target = models_dir / f"{MODEL_NAME}-{version}"
@@ -151,5 +108,11 @@ def rebuild(train: Path, heldout: Path, labels: LabelParams = LabelParams(),  # 
     became = better or force
     if became:
         set_current("quality", target.name, models_dir)
-    del np
-    return RebuildResult(target, became, score, current_score, build_note)
+    stages.log.end(evaluation_record)
+    stages.write_summary({"model": target.name, "became_current": became, "score": score,
+                          "current_score": current_score})
+    if progress:
+        print(stages.log.table(), flush=True)
+        print(f"stage times and peak memory: {work / 'summary.json'}", flush=True)
+    return RebuildResult(target, became, score, current_score, build_note, stages.log.as_json(),
+                         work / "summary.json")
