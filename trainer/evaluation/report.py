@@ -92,3 +92,43 @@ def summary(report: dict) -> str:
     if report.get("claims"):
         parts += ["## Ship criteria", claims.markdown(report["claims"])]
     return "\n\n".join(parts)
+
+
+def readme_block(report: dict, folder: str) -> str:
+    """The generated part of README's model-evaluation section (``folder``: the model's folder in the repo)."""
+    from trainer.evaluation import claims, thresholds
+
+    main = report["main"]
+    info = report["sets"][main]
+    parts = [f"Main held-out set `{main}`: {info['identities']} people, {info['crops']} images, "
+             f"{info['pairs']['mated']:,} mated and {info['pairs']['nonmated']:,} non-mated pairs; FMR 1e-3; "
+             f"95% intervals from {report['protocol']['bootstrap']['replicates']} bootstrap replicates over "
+             "identities; the report's model in bold.", results_table(report, main),
+             differences_table(report),
+             f"pAUC (u ≤ 0.3) at each FMR on `{main}`:", fmr_table(report, main)]
+    for data, other in report["sets"].items():
+        if data != main:
+            parts += [f"`{data}` ({other['identities']} people, {other['crops']} images):", results_table(report, data)]
+    parts += [f"Thresholds (`{report['model']}` on `{report['thresholds']['data']}`, FMR "
+              f"{report['thresholds']['fmr']:g}): reject faces below the score in the first column.",
+              thresholds.markdown(report["thresholds"])]
+    if report.get("degradation", {}).get("kinds"):
+        block = report["degradation"]
+        parts += [f"Degradation response on `{block['data']}` ({block['originals']} clean crops of "
+                  f"{block['identities']} people, every kind at every step; cells: strength: mean score / "
+                  "SFace mean genuine similarity; steps 1-3 are the mild ones):", degradation_table(report)]
+    parts += [claims.markdown(report["claims"]),
+              f"![ERC]({folder}/report.png)", f"![intervals]({folder}/report-intervals.png)",
+              f"![thresholds]({folder}/report-thresholds.png)", f"![degradation]({folder}/report-degradation.png)"]
+    return "\n\n".join(parts)
+
+
+if __name__ == "__main__":
+    import json
+    import sys
+    from pathlib import Path
+
+    if len(sys.argv) != 2:
+        sys.exit("usage: python -m trainer.evaluation.report engines/models/<model>/report.json")
+    path = Path(sys.argv[1])
+    print(readme_block(json.loads(path.read_text()), str(path.parent)))

@@ -102,8 +102,8 @@ class NonmatedTail:
     def ranks(self, method: str, quality: QualityOrder, depth: int) -> np.ndarray:
         have = self._ranks.get(method)
         if have is None or len(have) < depth:
-            depth = max(depth, 2 * len(have) if have is not None else 0)
-            self._ranks[method] = have = quality.rank[self.order[:depth]]
+            grown = max(depth, 2 * len(have) if have is not None else 0)  # grow geometrically
+            self._ranks[method] = have = quality.rank[self.order[:grown]]
         return have[:depth]
 
     def thresholds(self, method: str, quality: QualityOrder, cuts: Cuts, block_weight: np.ndarray,
