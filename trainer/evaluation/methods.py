@@ -107,7 +107,7 @@ class ModelScores:
     def _scorer(self):
         from engines.quality import QualityScorer
 
-        return QualityScorer(self.model, backend="onnxruntime", spin=True)
+        return QualityScorer(self.model, backend="onnxruntime")
 
     def scores(self, crops: np.ndarray, keys: list[str]) -> np.ndarray:
         compute = _batched(_lazy(self._scorer), crops, f"{self.tag} scores", self.progress)

@@ -15,7 +15,8 @@ holds outputs of qualityface's own code (torch 2.14.1 + torchvision 0.29.1 in a 
 environment) that this re-implementation must reproduce.
 
 Our crops are ArcFace-aligned 112×112; they are resized to 128×128 (bilinear) before scoring,
-the size it was trained on.
+the size it was trained on. Scoring runs the re-implemented network exported once to ONNX on
+ONNX Runtime (about 5× faster than torch eager here; outputs equal to 1e-6).
 """
 
 from __future__ import annotations
@@ -129,21 +130,39 @@ def to_input(crops_bgr: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(((rgb - 0.5) / 0.5).transpose(0, 3, 1, 2))
 
 
+def onnx_path(cache: Path | None = None) -> Path:
+    """The re-implemented network exported once to ONNX (ONNX Runtime runs it about 5× faster than torch
+    eager on these CPUs), cached under the checkpoint's sha256."""
+    import torch
+
+    from engines.paths import cache_root
+
+    target = (cache or cache_root()) / "models" / f"qualityface-1.0.3-{CHECKPOINT_SHA256[:12]}.onnx"
+    if not target.is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_suffix(".tmp.onnx")
+        example = torch.zeros(1, 3, INPUT_SIZE, INPUT_SIZE)
+        torch.onnx.export(load_network(), example, str(tmp), input_names=["input"], output_names=["quality"],
+                          dynamic_axes={"input": {0: "batch"}, "quality": {0: "batch"}}, dynamo=False)
+        tmp.replace(target)
+    return target
+
+
 class QualityFaceScorer:
     """``score(aligned_crops) -> np.ndarray`` with qualityface's network (higher = better)."""
 
     tag = TAG
 
-    def __init__(self, batch_size: int = 64) -> None:
-        self._net = load_network()
+    def __init__(self, batch_size: int = 64, cache: Path | None = None, threads: int | None = None) -> None:
+        from engines.backends.onnxruntime import OnnxRuntimeBackend
+
+        self._backend = OnnxRuntimeBackend(onnx_path(cache), threads=threads)
         self.batch_size = batch_size
 
     def score(self, aligned_crops: np.ndarray) -> np.ndarray:
-        import torch
+        out = [self._backend.run({"input": to_input(aligned_crops[start : start + self.batch_size])})["quality"]
+               for start in range(0, len(aligned_crops), self.batch_size)]
+        return np.concatenate(out).reshape(-1).astype(np.float32) if out else np.zeros((0,), np.float32)
 
-        out = []
-        with torch.inference_mode():
-            for start in range(0, len(aligned_crops), self.batch_size):
-                batch = torch.from_numpy(to_input(aligned_crops[start : start + self.batch_size]))
-                out.append(self._net(batch).reshape(-1).numpy())
-        return np.concatenate(out).astype(np.float32) if out else np.zeros((0,), np.float32)
+    def close(self) -> None:
+        self._backend.close()
