@@ -248,3 +248,62 @@ def test_unknown_suite_is_a_clear_error(tmp_path):
                              str(tmp_path / "r.json")], capture_output=True, text=True)
     assert result.returncode != 0 and "unknown held-out suite nope" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def _anti_model(folder: Path, version: str) -> Path:
+    """sddfiqa-mfn-1 with its score turned upside down (100 − q): a model worse than random."""
+    import shutil
+
+    import onnx
+    from onnx import helper, numpy_helper
+
+    from engines.manifest import read_manifest, write_manifest
+    from engines.paths import sha256_file
+
+    source = Path(__file__).resolve().parents[1] / "engines" / "models" / "sddfiqa-mfn-1"
+    graph = onnx.load(str(source / "model.onnx"))
+    for node in graph.graph.node:
+        node.output[:] = ["upright" if name == "quality" else name for name in node.output]
+    graph.graph.initializer.append(numpy_helper.from_array(np.array(100.0, np.float32), "hundred"))
+    graph.graph.node.append(helper.make_node("Sub", ["hundred", "upright"], ["quality"]))
+    folder.mkdir(parents=True)
+    onnx.save(graph, str(folder / "model.onnx"))
+    manifest = read_manifest(source)
+    shutil.copy(source / "manifest.json", folder / "manifest.json")
+    write_manifest(folder, manifest.model_copy(update={"version": version, "evaluation": None,
+                                                       "sha256": sha256_file(folder / "model.onnx")}))
+    return folder
+
+
+def _copy_model(folder: Path, version: str) -> Path:
+    import shutil
+
+    from engines.manifest import read_manifest, write_manifest
+
+    source = Path(__file__).resolve().parents[1] / "engines" / "models" / "sddfiqa-mfn-1"
+    shutil.copytree(source, folder)
+    write_manifest(folder, read_manifest(folder).model_copy(update={"version": version, "evaluation": None}))
+    return folder
+
+
+def test_rebuild_step_5_promotes_only_a_model_that_beats_the_current_one(seed_set, tmp_path):
+    from engines.manifest import read_manifest
+    from engines.registry import set_current
+    from trainer.evaluation.promotion import evaluate_candidate
+
+    models = tmp_path / "models"
+    _anti_model(models / "sddfiqa-mfn-90", "90")
+    set_current("quality", "sddfiqa-mfn-90", models)
+    good = evaluate_candidate(_copy_model(tmp_path / "good", "91"), seed_set / "heldout", models, ("sface",),
+                              progress=False, replicates=20, degradation=False)
+    assert good.current_score is not None and good.score < good.current_score and good.better
+    assert "sddfiqa-mfn@90" in good.report["compared_models"]
+
+    _copy_model(models / "sddfiqa-mfn-92", "92")
+    set_current("quality", "sddfiqa-mfn-92", models)
+    bad = evaluate_candidate(_anti_model(tmp_path / "bad", "93"), seed_set / "heldout", models, ("sface",),
+                             progress=False, replicates=20, degradation=False)
+    assert bad.score > bad.current_score and not bad.better
+    evaluation = read_manifest(tmp_path / "bad").evaluation
+    assert evaluation["thresholds"]["recognizers"]["sface"] and evaluation["claims"]["model"] == "sddfiqa-mfn@93"
+    assert (tmp_path / "bad" / "report.json").is_file() and (tmp_path / "bad" / "report.png").is_file()

@@ -51,7 +51,7 @@ from trainer.evaluation.weighted_erc import ErcSet
 
 RECOGNIZERS = ("sface", "dlib-resnet")
 BOOTSTRAP_FMR = 1e-3
-LADDER_PER_IDENTITY = {"seed/heldout": 6}  # crops per person on the degradation ladder (default 10)
+LADDER_PER_IDENTITY = {"seed/heldout": 6}  # clean crops per person on the degradation ladder (default 5)
 
 
 def _say(progress: bool, message: str) -> None:
@@ -181,11 +181,12 @@ def _compared_models(primary: ModelScores, compare: tuple[str, ...] | None, cach
         compare = [REFERENCE_MODEL]
         with contextlib.suppress(ModelError):
             compare.append(current_model("quality"))
-    seen, out = {primary.sha256}, []
+    tags, out = {primary.tag}, []
     for model in compare:
         other = ModelScores(model, cache)
-        if other.sha256 not in seen:
-            seen.add(other.sha256)
+        # the same weights as the model under test are not a rival; the same model twice is listed once
+        if other.sha256 != primary.sha256 and other.tag not in tags:
+            tags.add(other.tag)
             out.append(model)
     return out
 
@@ -227,7 +228,7 @@ def evaluate(data: Path | str | None = None, out: Path | None = None, model: str
     if degradation:
         _say(progress, f"{main_set.heldout.name}: degradation ladder")
         report["degradation"] = degradation_response(
-            main_set.heldout, LADDER_PER_IDENTITY.get(main_set.heldout.name, 10),
+            main_set.heldout, LADDER_PER_IDENTITY.get(main_set.heldout.name, 5),
             main_set.scores[MODEL_PREFIX + primary.tag], primary.scores, main_set.sface, cache, progress)
     report["degradation_response"] = spearman_by_kind(report["degradation"])
     report["claims"] = ship.ship_claims(report)

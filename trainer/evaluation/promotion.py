@@ -44,9 +44,11 @@ def companion_sets(heldout: Path, cache: Path | None = None) -> tuple:
 
 
 def evaluate_candidate(candidate: Path, heldout: Path, models_dir: Path, recognizers: tuple[str, ...],
-                       progress: bool = True, data_label: str | None = None) -> Promotion:
+                       progress: bool = True, data_label: str | None = None, replicates: int | None = None,
+                       degradation: bool = True) -> Promotion:
     """Write ``candidate/report.json`` (+ figures) and its manifest's evaluation block; return the verdict."""
     from trainer.evaluate import evaluate
+    from trainer.evaluation.bootstrap import REPLICATES
 
     try:
         current = current_model("quality", models_dir)
@@ -54,7 +56,8 @@ def evaluate_candidate(candidate: Path, heldout: Path, models_dir: Path, recogni
         current = None
     compare = [REFERENCE_MODEL] + ([str(models_dir / current)] if current else [])
     report = evaluate(heldout, candidate / "report.json", model=str(candidate), recognizers=recognizers,
-                      progress=progress, also=companion_sets(heldout), compare=tuple(compare))
+                      progress=progress, also=companion_sets(heldout), compare=tuple(compare),
+                      replicates=REPLICATES if replicates is None else replicates, degradation=degradation)
     score = decision_score(report)
     current_score = None
     if current:
