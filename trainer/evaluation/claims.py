@@ -42,7 +42,7 @@ def ship_claims(report: dict) -> dict:
     """The ``claims`` block of a report (see the module docstring)."""
     model_method = MODEL_PREFIX + report["model"]
     main = report["main"]
-    recognizers = sorted({r["recognizer"] for r in report["results"] if r["data"] == main})
+    recognizers = list(dict.fromkeys(r["recognizer"] for r in report["results"] if r["data"] == main))
     claims: dict = {"model": report["model"], "data": main, "fmr": FMR, "area": AREA}
 
     beats, excludes = {}, {}
