@@ -84,7 +84,8 @@ def forest(report: dict, target: Path, fmr: float = 1e-3, area: str = "pauc_0.3"
                 ax.plot(r[area], y, "o", color=colour)
             ax.set_yticks(range(len(rows)), [_label(r["method"]) for r in rows], fontsize=8)
             ax.set_title(f"{data}, {name}", fontsize=10)
-            ax.set_xlabel(f"{area.replace('_', ' ≤ u ').replace('pauc', 'pAUC')} at FMR {fmr:g} (95% CI)", fontsize=8)
+            ax.set_xlabel(f"pAUC (u ≤ {area.rsplit('_', 1)[1]}) at FMR {fmr:g}, 95% CI; lower is better",
+                          fontsize=8)
             ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     fig.savefig(target, dpi=90)
@@ -108,7 +109,7 @@ def thresholds(report: dict, target: Path) -> None:
     ax.set_ylabel(f"FNMR at FMR {table['fmr']:g}")
     twin.set_ylabel("fraction of images discarded")
     handles = ax.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
-    ax.legend(handles, [h.get_label() for h in handles], fontsize=8, loc="upper center")
+    ax.legend(handles, [h.get_label() for h in handles], fontsize=8, loc="center left")
     ax.set_title(f"Thresholds on {table['data']}", fontsize=10)
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -122,20 +123,29 @@ def degradation(report: dict, target: Path) -> None:
     kinds = block.get("kinds", {})
     if not kinds:
         return
-    fig, axes = plt.subplots(1, len(kinds), figsize=(2.3 * len(kinds), 2.8), sharey=True)
-    for ax, (kind, entry) in zip(axes, kinds.items(), strict=True):
+    columns = 4
+    rows = -(-len(kinds) // columns)
+    fig, grid = plt.subplots(rows, columns, figsize=(2.45 * columns, 2.5 * rows), sharey=True, squeeze=False)
+    axes = grid.reshape(-1)
+    for ax, (kind, entry) in zip(axes, kinds.items(), strict=False):
         steps = range(len(entry["score"]))
-        scale = max(entry["score"]) or 1.0
-        ax.plot(steps, [s / scale for s in entry["score"]], "-o", color="black", markersize=3, label="model score")
+        clean = entry["score"][0] or 1.0
+        ax.plot(steps, [s / clean for s in entry["score"]], "-o", color="black", markersize=3, label="model score")
         if "similarity" in entry:
-            top = max(entry["similarity"]) or 1.0
-            ax.plot(steps, [s / top for s in entry["similarity"]], "--s", markersize=3, label="SFace similarity")
+            ax.plot(steps, [s / entry["similarity"][0] for s in entry["similarity"]], "--s", markersize=3,
+                    label="SFace genuine similarity")
         ax.axvline(block["mild_steps"] + 0.5, color="lightgrey", linewidth=0.8)
-        ax.set_title(f"{kind}\nρ={entry['spearman']:+.2f} (mild {entry['spearman_mild']:+.2f})", fontsize=8)
+        ax.set_title(f"{kind}: ρ={entry['spearman']:+.2f} (mild {entry['spearman_mild']:+.2f})", fontsize=8)
         ax.set_xticks(list(steps))
-        ax.set_xlabel("step (0 clean)", fontsize=8)
-    axes[0].set_ylabel("relative to clean")
-    axes[0].legend(fontsize=7)
+        ax.set_xlabel("step (0 clean, 1-3 mild)", fontsize=7)
+        ax.grid(alpha=0.3)
+    for ax in axes[len(kinds):]:
+        ax.axis("off")
+    handles, labels = axes[0].get_legend_handles_labels()
+    axes[-1].legend(handles, labels, fontsize=8, loc="center")
+    for ax in grid[:, 0]:
+        ax.set_ylabel("relative to clean")
+    fig.suptitle(f"Degradation ladder on {block['data']} ({block['originals']} clean crops)", fontsize=10)
     fig.tight_layout()
     fig.savefig(target, dpi=90)
     plt.close(fig)
