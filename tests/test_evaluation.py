@@ -307,3 +307,17 @@ def test_rebuild_step_5_promotes_only_a_model_that_beats_the_current_one(seed_se
     evaluation = read_manifest(tmp_path / "bad").evaluation
     assert evaluation["thresholds"]["recognizers"]["sface"] and evaluation["claims"]["model"] == "sddfiqa-mfn@93"
     assert (tmp_path / "bad" / "report.json").is_file() and (tmp_path / "bad" / "report.png").is_file()
+
+
+def test_an_experiment_loop_compares_candidates_on_a_prepared_set(tmp_path):
+    from trainer.evaluate import SetEvaluation
+
+    seed = SetEvaluation.open("seed", recognizers=("sface",), replicates=30, progress=False)
+    worse = seed.compare(str(_anti_model(tmp_path / "anti", "94")))
+    verdict = worse["recognizers"]["sface"]
+    assert worse["model"] == "model:sddfiqa-mfn@94" and worse["data"] == "seed/heldout"
+    assert verdict["best_other"] != worse["model"] and verdict["difference"] > 0 and verdict["difference_ci"][1] > 0
+    seed.drop(worse["model"])
+    assert worse["model"] not in seed.scores
+    better = seed.compare("sddfiqa-mfn-1")["recognizers"]["sface"]
+    assert better["pauc_0.3"] < verdict["pauc_0.3"]
