@@ -66,7 +66,7 @@ def erc(report: dict, data: str, target: Path) -> None:
 def forest(report: dict, target: Path, fmr: float = 1e-3, area: str = "pauc_0.3") -> None:
     plt = _pyplot()
     sets = [d for d in report["sets"] if any("ci_" + area in r for r in report["results"] if r["data"] == d)]
-    names = sorted({r["recognizer"] for r in report["results"]})
+    names = list(dict.fromkeys(r["recognizer"] for r in report["results"]))
     if not sets:
         return
     model_method = MODEL_PREFIX + report["model"]

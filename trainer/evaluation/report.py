@@ -104,7 +104,8 @@ def readme_block(report: dict, folder: str) -> str:
              f"{info['pairs']['mated']:,} mated and {info['pairs']['nonmated']:,} non-mated pairs; FMR 1e-3; "
              f"95% intervals from {report['protocol']['bootstrap']['replicates']} bootstrap replicates over "
              "identities; the report's model in bold.", results_table(report, main),
-             differences_table(report),
+             "The model against the best other method on each set (the oracle excluded; the same replicates "
+             "for both, so the interval is that of the difference):", differences_table(report),
              f"pAUC (u ≤ 0.3) at each FMR on `{main}`:", fmr_table(report, main)]
     for data, other in report["sets"].items():
         if data != main:
