@@ -94,11 +94,11 @@ def degradation_response(heldout: HeldoutSet, per_identity: int, clean_scores: n
             vectors = embeddings_of_crops(flat, keys, "sface", cache, progress).reshape(len(originals), -1,
                                                                                      sface_clean.shape[1])
             vectors = np.concatenate([sface_clean[originals, None], vectors], axis=1)
+            clean = np.ones(len(heldout), bool) if heldout.clean is None else heldout.clean
             similarity = np.zeros(vectors.shape[:2])
-            for n, index in enumerate(originals):
-                partners = np.nonzero(heldout.identities == heldout.identities[index])[0]
-                partners = partners[(partners != index) & (np.ones(len(heldout), bool) if heldout.clean is None
-                                                             else heldout.clean)[partners]]
+            for n, index in enumerate(originals):  # against the other clean photos of the same person
+                partners = np.nonzero((heldout.identities == heldout.identities[index]) & clean)[0]
+                partners = partners[partners != index]
                 similarity[n] = (vectors[n] @ sface_clean[partners].T).mean(axis=1)
             mean_similarity = similarity.mean(axis=0)
             mean_score = scores.mean(axis=0)
