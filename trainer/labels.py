@@ -181,7 +181,14 @@ def batch_wasserstein(u: np.ndarray, u_count: np.ndarray, v: np.ndarray, v_count
         a, b, widths = _quantile_pieces(m, n)
         u_sorted = np.sort(u[rows, :m], axis=1)
         v_sorted = np.sort(v[rows, :n], axis=1)
-        out[rows] = np.abs(u_sorted[:, a] - v_sorted[:, b]) @ widths
+        # Summed piece by piece in a fixed order, not as a matrix product or a numpy sum, whose
+        # rounding depends on how many rows are computed together: a row's distance depends
+        # only on its own values, whatever block or chunk it is computed in.
+        gaps = np.abs(u_sorted[:, a] - v_sorted[:, b])
+        total = gaps[:, 0] * widths[0]
+        for piece in range(1, len(widths)):
+            total += gaps[:, piece] * widths[piece]
+        out[rows] = total
     return out
 
 
@@ -204,9 +211,13 @@ class _Features:
             rows = self.rows64(np.arange(start, min(len(order), start + chunk_rows)))
             self.norms[start : start + chunk_rows] = np.sqrt(np.einsum("ij,ij->i", rows, rows))
 
+    def rows32(self, index: np.ndarray) -> np.ndarray:
+        """Rows at identity-sorted positions ``index`` (any shape) as float32."""
+        return np.asarray(self.source[self.order[index]], dtype=np.float32)
+
     def rows64(self, index: np.ndarray) -> np.ndarray:
         """Rows at identity-sorted positions ``index`` (any shape) as float64."""
-        return np.asarray(self.source[self.order[index]], dtype=np.float32).astype(np.float64)
+        return self.rows32(index).astype(np.float64)
 
     def matmul(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """Batched float64 product, on the torch device when one was chosen (a GPU)."""
@@ -261,8 +272,9 @@ class _SharedNegatives:
     """Similarities of a block's images to their identity's shared negatives.
 
     The block's identities are batched in groups of similar size, padded to the
-    group's largest identity; the images of each group are gathered once and reused
-    by every repetition, only the negatives are gathered anew.
+    group's largest identity; the images of each group are gathered once (kept in
+    float32, half the memory; widened one group at a time) and reused by every
+    repetition, only the negatives are gathered anew.
     """
 
     def __init__(self, feats: _Features, layout: Layout, block: tuple[int, int]) -> None:
@@ -278,16 +290,19 @@ class _SharedNegatives:
             local = np.minimum(np.arange(width)[None, :], sizes[group, None] - 1)
             rows = layout.starts[first_id + group, None] + local  # padding repeats the last image
             keep = np.arange(width)[None, :] < sizes[group, None]
-            self.groups.append((group, rows, keep, feats.rows64(rows), feats.norms[rows][:, :, None]))
+            self.groups.append((group, rows, keep, feats.rows32(rows), feats.norms[rows][:, :, None]))
 
     def sims(self, neg: np.ndarray, n_rows: int) -> np.ndarray:
         out = np.empty((n_rows, neg.shape[1]))
         for group, rows, keep, images, image_norms in self.groups:
             partner_rows = np.maximum(neg[group], 0)
-            dots = self.feats.matmul(images, self.feats.rows64(partner_rows).transpose(0, 2, 1))
+            dots = self.feats.matmul(images.astype(np.float64), self.feats.rows64(partner_rows).transpose(0, 2, 1))
             sims = dots / (image_norms * self.feats.norms[partner_rows][:, None, :])
             out[rows[keep] - self.row_start] = sims[keep]
         return out
+
+
+_ROW_CHUNK = 8192  # rows of a block handled together after its draws
 
 
 @dataclass
@@ -319,26 +334,30 @@ def _block_distances(feats: _Features, layout: Layout, params: LabelParams, bloc
         draws = draw_block(layout, params, rep, block)
         if shared is not None:
             neg_sims = shared.sims(draws.neg, len(rows))
-            neg_idx = draws.neg[layout.identity_of_row[rows[use]] - first_id]
-        else:
-            partner_rows = np.maximum(draws.neg, 0)
-            dots = feats.matmul(feats.rows64(partner_rows), feats.rows64(rows)[:, :, None])[..., 0]
-            neg_sims = dots / (feats.norms[partner_rows] * feats.norms[rows][:, None])
-            neg_idx = draws.neg[use]
-        pos_idx = draws.pos[use]
-        pos_count = (pos_idx >= 0).sum(axis=1)
-        neg_count = (neg_idx >= 0).sum(axis=1)
-        pos_sims = positives.lookup(rows[use], pos_idx)
-        neg_use = neg_sims[use]
-        distance = batch_wasserstein(pos_sims, pos_count, neg_use, neg_count)
-        pos_mean = np.where(pos_idx >= 0, pos_sims, 0).sum(axis=1) / pos_count
-        neg_mean = np.where(neg_idx >= 0, neg_use, 0).sum(axis=1) / neg_count
-        if params.sign_guard:
-            distance = np.where(pos_mean < neg_mean, 0.0, distance)
-        distances[rep, use] = distance
-        pos_sum[use] += pos_mean
-        neg_sum[use] += neg_mean
-        n_pos[use] = pos_count
+        # Row-wise from here: chunks of rows keep the temporaries small (same numbers).
+        for chunk in range(0, len(use), _ROW_CHUNK):
+            part = use[chunk : chunk + _ROW_CHUNK]
+            if shared is not None:
+                neg_idx = draws.neg[layout.identity_of_row[rows[part]] - first_id]
+                neg_part = neg_sims[part]
+            else:
+                neg_idx = draws.neg[part]
+                partner_rows = np.maximum(neg_idx, 0)
+                dots = feats.matmul(feats.rows64(partner_rows), feats.rows64(rows[part])[:, :, None])[..., 0]
+                neg_part = dots / (feats.norms[partner_rows] * feats.norms[rows[part]][:, None])
+            pos_idx = draws.pos[part]
+            pos_count = (pos_idx >= 0).sum(axis=1)
+            neg_count = (neg_idx >= 0).sum(axis=1)
+            pos_sims = positives.lookup(rows[part], pos_idx)
+            distance = batch_wasserstein(pos_sims, pos_count, neg_part, neg_count)
+            pos_mean = np.where(pos_idx >= 0, pos_sims, 0).sum(axis=1) / pos_count
+            neg_mean = np.where(neg_idx >= 0, neg_part, 0).sum(axis=1) / neg_count
+            if params.sign_guard:
+                distance = np.where(pos_mean < neg_mean, 0.0, distance)
+            distances[rep, part] = distance
+            pos_sum[part] += pos_mean
+            neg_sum[part] += neg_mean
+            n_pos[part] = pos_count
     return _BlockResult(rows, distances, pos_sum, neg_sum, n_pos)
 
 
@@ -403,8 +422,10 @@ def fast_labels(embeddings: np.ndarray, identities: np.ndarray, params: LabelPar
                 store(in_flight.popleft().result())
         while in_flight:
             store(in_flight.popleft().result())
-    label_sum = np.zeros(n_total)
+    labels = np.zeros(n_total)
     for rep in range(reps):
-        label_sum += _scale(distances[rep], labelled, params)
-    return LabelResult(labels=label_sum / reps, mean_pos_sim=pos_sum / reps, mean_neg_sim=neg_sum / reps,
-                       n_pos=n_pos, labelled=labelled, distances=distances)
+        labels += _scale(distances[rep], labelled, params)
+    for total in (labels, pos_sum, neg_sum):  # in place: no second copy of an N-vector
+        total /= reps
+    return LabelResult(labels=labels, mean_pos_sim=pos_sum, mean_neg_sim=neg_sum, n_pos=n_pos, labelled=labelled,
+                       distances=distances)

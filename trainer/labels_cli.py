@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from engines.errors import DatasetError
+from trainer.distributed import rank_world
 from trainer.labels import LabelResult, fast_labels, reference_labels
 from trainer.labels_io import read_labels, write_labels
 from trainer.sddfiqa import LabelParams
@@ -208,9 +209,7 @@ def plot_histogram(out: Path, result: LabelResult) -> Path:
 
 def run_embed(args: argparse.Namespace) -> int:
     _, run = _embed(args)
-    from trainer.embed import _distributed
-
-    if _distributed()[0] == 0:
+    if rank_world()[0] == 0:
         print(f"embed: {run.embedded} embedded, {run.reused} reused, {run.failed} not usable, "
               f"{run.shards_done_before} shards already done; {run.images_per_s:.1f} images/s -> {run.store_dir}")
     return 0
@@ -223,9 +222,7 @@ def run(args: argparse.Namespace) -> int:
         clip_percentile=args.clip_percentile,
     )
     source = _load(args)
-    from trainer.embed import _distributed
-
-    if _distributed()[0] != 0:
+    if rank_world()[0] != 0:
         return 0  # under torchrun, the other ranks only embed
     counts = check_usable(source.identity, source.usable)
     from tqdm import tqdm
@@ -249,7 +246,7 @@ def run(args: argparse.Namespace) -> int:
         (source.key(i), source.path(i), names[source.identity[i]],
          *((result.labels[i], result.mean_pos_sim[i], result.mean_neg_sim[i], result.n_pos[i])
            if result.labelled[i] else (None, None, None, 0)))
-        for i in rows.tolist()))
+        for chunk in range(0, len(rows), 65536) for i in rows[chunk : chunk + 65536].tolist()))
     plot_histogram(args.out, result)
     singletons = sorted(names[k] for k in np.nonzero(counts == 1)[0])
     labels = result.labels[result.labelled]
