@@ -2,7 +2,7 @@
 
 Synthetic identity-structured 128-d embeddings with an MS1M-like spread of images per
 identity (MS1M-V2: 5.8M images of 85,742 identities; sizes log-normal around that mean,
-heavy-tailed, clipped to 1..800) are written into the embedding store format
+heavy-tailed, clipped to 1..602, MS1M-V2's largest identity) are written into the embedding store format
 (:mod:`trainer.store`: float16, memory-mapped) at each N. Then ``trainer labels --store``
 runs in a child process: it maps the store, computes the labels with the reference
 constants (12 repetitions, 24 positives, 24 negatives) and writes ``labels.csv``,
@@ -38,6 +38,7 @@ from trainer.store import EMBEDDED, EmbeddingStore, StoreMeta
 
 MS1M_IMAGES, MS1M_IDENTITIES = 5_800_000, 85_742
 DIM = 128
+MAX_SIZE = 602  # images of MS1M-V2's largest identity
 SIGMA = 0.8  # log-normal spread of identity sizes: median ≈ 0.73 × mean, a long tail of large identities
 
 
@@ -45,11 +46,11 @@ def identity_sizes(n: int, rng: np.random.Generator) -> np.ndarray:
     """Images per identity summing to ``n``, MS1M's mean size, heavy-tailed."""
     k = max(2, round(n * MS1M_IDENTITIES / MS1M_IMAGES))
     mean = n / k
-    sizes = np.clip(np.round(rng.lognormal(np.log(mean) - SIGMA**2 / 2, SIGMA, k)), 1, 800).astype(np.int64)
+    sizes = np.clip(np.round(rng.lognormal(np.log(mean) - SIGMA**2 / 2, SIGMA, k)), 1, MAX_SIZE).astype(np.int64)
     while sizes.sum() != n:  # nudge random identities until the total is exact
         gap = n - int(sizes.sum())
         pick = rng.integers(0, k, min(abs(gap), k))
-        sizes[pick] = np.clip(sizes[pick] + np.sign(gap), 1, 800)
+        sizes[pick] = np.clip(sizes[pick] + np.sign(gap), 1, MAX_SIZE)
     return sizes
 
 
