@@ -10,7 +10,6 @@ what was skipped and why) and ``histogram.png`` into the output folder.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -23,6 +22,7 @@ from trainer.distributed import rank_world
 from trainer.labels import LabelResult, fast_labels, reference_labels
 from trainer.labels_io import read_labels, write_labels
 from trainer.sddfiqa import LabelParams
+from trainer.store import write_json_atomic
 
 __all__ = ["add_parser", "read_labels", "run"]
 SCATTER_POINTS = 200_000
@@ -241,12 +241,8 @@ def run(args: argparse.Namespace) -> int:
                                  device=getattr(args, "device", "auto"), usable=source.usable)
     seconds = time.perf_counter() - started
     args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "labels.csv").unlink(missing_ok=True)  # never beside a summary of another run
     names = source.names
-    write_labels(args.out / "labels.csv", (
-        (source.key(i), source.path(i), names[source.identity[i]],
-         *((result.labels[i], result.mean_pos_sim[i], result.mean_neg_sim[i], result.n_pos[i])
-           if result.labelled[i] else (None, None, None, 0)))
-        for chunk in range(0, len(rows), 65536) for i in rows[chunk : chunk + 65536].tolist()))
     plot_histogram(args.out, result)
     singletons = sorted(names[k] for k in np.nonzero(counts == 1)[0])
     labels = result.labels[result.labelled]
@@ -265,7 +261,13 @@ def run(args: argparse.Namespace) -> int:
                         "min": float(labels.min()), "max": float(labels.max())},
         "seconds": round(seconds, 3),
     }
-    (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_json_atomic(args.out / "summary.json", summary, indent=2)
+    # labels.csv last, by rename: its presence means the whole output is there (rebuild relies on it).
+    write_labels(args.out / "labels.csv", (
+        (source.key(i), source.path(i), names[source.identity[i]],
+         *((result.labels[i], result.mean_pos_sim[i], result.mean_neg_sim[i], result.n_pos[i])
+           if result.labelled[i] else (None, None, None, 0)))
+        for chunk in range(0, len(rows), 65536) for i in rows[chunk : chunk + 65536].tolist()))
     print(f"labels: {summary['labelled']} of {summary['images']} images labelled "
           f"({summary['identities']} identities) in {seconds:.2f}s -> {args.out / 'labels.csv'}")
     if singletons:
