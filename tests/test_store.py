@@ -90,6 +90,9 @@ def test_a_killed_run_resumes_with_only_the_missing_shards(crops, reference_stor
               30, "the killed run's workers to end")
     before = _markers(store)
     assert 3 <= len(before) < 12, "the kill came too late to leave shards to do"
+    early = subprocess.run([sys.executable, "-m", "trainer.cli", "labels", "--store", str(store), "--out",
+                            str(tmp_path / "labels"), "--quiet"], env=_env(), capture_output=True, text=True)
+    assert early.returncode == 2 and f"is incomplete: {len(before)} of 12 shards done" in early.stderr
     resumed = subprocess.run(_embed_cmd(crops, store, "--workers", workers), env=_env(), capture_output=True,
                              text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr

@@ -140,6 +140,10 @@ def _from_store(folder: Path, dataset=None) -> LabelInput:
     from trainer.store import EmbeddingStore
 
     store = EmbeddingStore(folder, "r")
+    done = store.done_shards()
+    if done < store.meta.shards:
+        raise DatasetError(f"embedding store {folder} is incomplete: {done} of {store.meta.shards} shards done; "
+                           "finish it with trainer embed --data … --store …")
     if dataset is None and store.meta.data:
         dataset = open_spec(store.meta.data)
     if dataset is not None and len(dataset) != store.meta.n:
