@@ -223,7 +223,7 @@ def test_labels_on_a_gpu_match_the_reference():
 
 def test_labels_from_a_memory_mapped_float16_store_equal_in_memory_labels(small_blocks, tmp_path, monkeypatch):
     """The scale path (rows read from a memory map, unusable rows masked, small row chunks) changes nothing."""
-    import trainer.labels as labels_module
+    import trainer.label_blocks as blocks_module
 
     emb, ids = synthetic([2, 5, 26, 40, 9, 1, 30, 3, 12])
     stored = np.lib.format.open_memmap(tmp_path / "e.npy", mode="w+", dtype=np.float16, shape=emb.shape)
@@ -234,7 +234,7 @@ def test_labels_from_a_memory_mapped_float16_store_equal_in_memory_labels(small_
     usable[::5] = False
     params = LabelParams(repetitions=4)
     in_memory = fast_labels(emb.astype(np.float16).astype(np.float32)[usable], ids[usable], params)
-    monkeypatch.setattr(labels_module, "_ROW_CHUNK", 7)
+    monkeypatch.setattr(blocks_module, "_ROW_CHUNK", 7)
     from_store = fast_labels(mapped, ids, params, usable=usable)
     np.testing.assert_array_equal(from_store.labels[usable], in_memory.labels)
     np.testing.assert_array_equal(from_store.distances[:, usable], in_memory.distances)
