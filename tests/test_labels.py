@@ -238,5 +238,9 @@ def test_labels_from_a_memory_mapped_float16_store_equal_in_memory_labels(small_
     from_store = fast_labels(mapped, ids, params, usable=usable)
     np.testing.assert_array_equal(from_store.labels[usable], in_memory.labels)
     np.testing.assert_array_equal(from_store.distances[:, usable], in_memory.distances)
+    spilled = fast_labels(mapped, ids, params, usable=usable, keep_distances=False)  # distances in a file
+    assert spilled.distances is None
+    np.testing.assert_array_equal(spilled.labels, from_store.labels)
+    np.testing.assert_array_equal(spilled.mean_neg_sim, from_store.mean_neg_sim)
     np.testing.assert_array_equal(from_store.n_pos[usable], in_memory.n_pos)
     assert not from_store.labelled[~usable].any() and np.isnan(from_store.labels[~usable]).all()

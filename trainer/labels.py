@@ -18,6 +18,7 @@ Two implementations consume the same draws:
 from __future__ import annotations
 
 import os
+import tempfile
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -46,7 +47,7 @@ class LabelResult:
     mean_neg_sim: np.ndarray
     n_pos: np.ndarray  # positives per image (0 for one-image identities)
     labelled: np.ndarray  # bool mask
-    distances: np.ndarray  # R×N raw W1 distances (NaN where no label)
+    distances: np.ndarray | None  # R×N raw W1 distances (NaN where no label); None when not kept
 
 
 def _prepare(embeddings: np.ndarray, identities: np.ndarray) -> tuple[np.ndarray, Layout, np.ndarray]:
@@ -167,16 +168,58 @@ def _torch_device(device: str) -> str | None:
     return device
 
 
+class _Distances:
+    """The R×N raw distances: kept in memory (caller's row order), or spilled to a temporary file.
+
+    Spilled, they are written in identity-sorted order with ordinary file writes (one
+    contiguous run per block and repetition) and read back one repetition at a time for
+    scaling: the operating system's page cache holds them, not this process, so resident
+    memory stays near the store's.
+    """
+
+    def __init__(self, reps: int, n_total: int, order: np.ndarray, spill: bool) -> None:
+        self.order, self.n = order, len(order)
+        # Closed in close(), called from fast_labels' finally: not a with-block's lifetime.
+        self.file = tempfile.TemporaryFile(prefix="facegate-distances-") if spill else None  # noqa: SIM115
+        self.array = None if spill else np.full((reps, n_total), np.nan)
+
+    def write(self, rep: int, start: int, values: np.ndarray) -> None:
+        """Distances of sorted positions ``start … start + len(values)`` in repetition ``rep``."""
+        if self.file is None:
+            self.array[rep, self.order[start : start + len(values)]] = values
+        else:
+            data = np.ascontiguousarray(values, np.float64).tobytes()
+            if os.pwrite(self.file.fileno(), data, (rep * self.n + start) * 8) != len(data):
+                raise OSError(f"short write to the distances file {self.file.name} (disk full?)")
+
+    def read(self, rep: int) -> np.ndarray:
+        """One repetition's distances in sorted order."""
+        if self.file is None:
+            return self.array[rep, self.order]
+        out = np.empty(self.n)
+        view, done = memoryview(out).cast("B"), 0
+        while done < len(view):  # pread returns at most about 2 GB at a time
+            done += os.preadv(self.file.fileno(), [view[done:]], rep * self.n * 8 + done)
+        return out
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+
+
 def fast_labels(embeddings: np.ndarray, identities: np.ndarray, params: LabelParams = DEFAULT_PARAMS,
                 workers: int | None = None, progress: ProgressFn | None = None,
-                device: str = "auto", usable: np.ndarray | None = None) -> LabelResult:
+                device: str = "auto", usable: np.ndarray | None = None,
+                keep_distances: bool = True) -> LabelResult:
     """Pseudo-labels for all images, vectorised per identity block; equals :func:`reference_labels`.
 
     ``embeddings`` may be a memory-mapped store (float16 or float32): rows are read
-    where they lie, a block at a time. Memory beyond the embeddings themselves is O(N)
-    for the results (the R×N distances, a few N-vectors) plus one block's working set
-    per worker; nothing is held per identity pair or for all identities at once.
-    ``usable``: rows to use (False: excluded, e.g. images without a face; no label).
+    where they lie, a block at a time. Memory beyond the embeddings themselves is a few
+    N-vectors plus one block's working set per worker; nothing is held per identity pair
+    or for all identities at once. The R×N raw distances (needed to min–max scale each
+    repetition) are returned with ``keep_distances``; without it they go to a temporary
+    file (:class:`_Distances`) and ``distances`` is None. ``usable``: rows to use (False:
+    excluded, e.g. images without a face; no label).
 
     Blocks run on ``workers`` threads (default: the CPU count); numpy releases the GIL in
     the matrix products, gathers and sorts that dominate. ``device``: ``auto`` runs the
@@ -184,39 +227,47 @@ def fast_labels(embeddings: np.ndarray, identities: np.ndarray, params: LabelPar
     ``numpy``, or a torch device name (``cuda``, ``cpu``) to force one.
     """
     order, layout = _layout(embeddings, identities, usable)
-    n_total = len(identities)
+    n_total, n_used = len(identities), len(order)
     features = Features(embeddings, order, _torch_device(device))
     reps = params.repetitions
-    # Outputs in the caller's row order, written block by block: no copy in identity order.
-    distances = np.full((reps, n_total), np.nan)
+    distances = _Distances(reps, n_total, order, spill=not keep_distances)
+    # Per-image outputs in the caller's row order, written block by block.
     pos_sum = np.full(n_total, np.nan)
     neg_sum = np.full(n_total, np.nan)
     n_pos = np.zeros(n_total, dtype=np.int64)
-    labelled = np.zeros(n_total, dtype=bool)
-    labelled[order] = layout.sizes[layout.identity_of_row] >= 2
+    labelled_sorted = layout.sizes[layout.identity_of_row] >= 2
     workers = workers or os.cpu_count() or 1
 
     def store(result: BlockResult) -> None:
         target = order[result.rows]
-        distances[:, target] = result.distances
+        for rep in range(reps):
+            distances.write(rep, int(result.rows[0]), result.distances[rep])
         pos_sum[target], neg_sum[target], n_pos[target] = result.pos_sum, result.neg_sum, result.n_pos
         if progress:
             progress(len(result.rows))
 
-    # One BLAS thread per worker: the workers already use every core. At most two blocks
-    # per worker are in flight, so finished blocks never pile up behind a slow one.
-    with threadpool_limits(1 if workers > 1 else None, user_api="blas"), ThreadPoolExecutor(workers) as pool:
-        in_flight: deque = deque()
-        for block in identity_blocks(layout):
-            in_flight.append(pool.submit(block_distances, features, layout, params, block))
-            if len(in_flight) >= 2 * workers:
+    try:
+        # One BLAS thread per worker: the workers already use every core. At most two blocks
+        # per worker are in flight, so finished blocks never pile up behind a slow one.
+        with threadpool_limits(1 if workers > 1 else None, user_api="blas"), ThreadPoolExecutor(workers) as pool:
+            in_flight: deque = deque()
+            for block in identity_blocks(layout):
+                in_flight.append(pool.submit(block_distances, features, layout, params, block))
+                if len(in_flight) >= 2 * workers:
+                    store(in_flight.popleft().result())
+            while in_flight:
                 store(in_flight.popleft().result())
-        while in_flight:
-            store(in_flight.popleft().result())
-    labels = np.zeros(n_total)
-    for rep in range(reps):
-        labels += _scale(distances[rep], labelled, params)
-    for total in (labels, pos_sum, neg_sum):  # in place: no second copy of an N-vector
+        labels_sorted = np.zeros(n_used)
+        for rep in range(reps):
+            labels_sorted += _scale(distances.read(rep), labelled_sorted, params)
+        labels_sorted /= reps
+    finally:
+        distances.close()
+    labels = np.full(n_total, np.nan)
+    labels[order] = labels_sorted
+    labelled = np.zeros(n_total, dtype=bool)
+    labelled[order] = labelled_sorted
+    for total in (pos_sum, neg_sum):  # in place: no second copy of an N-vector
         total /= reps
     return LabelResult(labels=labels, mean_pos_sim=pos_sum, mean_neg_sim=neg_sum, n_pos=n_pos, labelled=labelled,
-                       distances=distances)
+                       distances=distances.array)

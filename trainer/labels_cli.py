@@ -242,7 +242,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         with tqdm(total=len(rows), desc="labels", unit="img", disable=args.quiet) as bar:
             result = fast_labels(source.embeddings, source.identity, params, progress=bar.update,
-                                 device=getattr(args, "device", "auto"), usable=source.usable)
+                                 device=getattr(args, "device", "auto"), usable=source.usable, keep_distances=False)
     seconds = time.perf_counter() - started
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "labels.csv").unlink(missing_ok=True)  # never beside a summary of another run
