@@ -192,7 +192,7 @@ def block_distances(feats: Features, layout: Layout, params: LabelParams, block:
     distances = np.full((params.repetitions, len(rows)), np.nan)
     pos_sum = np.zeros(len(rows))
     neg_sum = np.zeros(len(rows))
-    n_pos = np.zeros(len(rows), dtype=np.int64)
+    n_pos = np.zeros(len(rows), dtype=np.int32)
     use = np.nonzero(layout.sizes[layout.identity_of_row[rows]] >= 2)[0]
     pos_sum[np.setdiff1d(np.arange(len(rows)), use)] = np.nan
     neg_sum[np.isnan(pos_sum)] = np.nan

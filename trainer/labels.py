@@ -234,7 +234,7 @@ def fast_labels(embeddings: np.ndarray, identities: np.ndarray, params: LabelPar
     # Per-image outputs in the caller's row order, written block by block.
     pos_sum = np.full(n_total, np.nan)
     neg_sum = np.full(n_total, np.nan)
-    n_pos = np.zeros(n_total, dtype=np.int64)
+    n_pos = np.zeros(n_total, dtype=np.int32)  # at most `positives`
     labelled_sorted = layout.sizes[layout.identity_of_row] >= 2
     workers = workers or os.cpu_count() or 1
 

@@ -232,17 +232,17 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     started = time.perf_counter()
-    usable = source.usable if source.usable is not None else np.ones(len(source.identity), bool)
-    rows = np.nonzero(usable)[0]
     if args.implementation == "reference":
+        rows = _usable_rows(source)
         with tqdm(total=params.repetitions, desc="labels (reference)", unit="rep", disable=args.quiet) as bar:
             part = reference_labels(np.asarray(source.embeddings[rows], np.float32), source.identity[rows], params,
                                     progress=bar.update)
-        result = _expand(part, rows, len(usable))
+        result = _expand(part, rows, len(source.identity))
     else:
-        with tqdm(total=len(rows), desc="labels", unit="img", disable=args.quiet) as bar:
+        with tqdm(total=int(counts.sum()), desc="labels", unit="img", disable=args.quiet) as bar:
             result = fast_labels(source.embeddings, source.identity, params, progress=bar.update,
                                  device=getattr(args, "device", "auto"), usable=source.usable, keep_distances=False)
+        rows = _usable_rows(source)  # made after the labels, whose working set is the peak
     seconds = time.perf_counter() - started
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "labels.csv").unlink(missing_ok=True)  # never beside a summary of another run
@@ -281,6 +281,10 @@ def run(args: argparse.Namespace) -> int:
     if skipped:
         print(f"  {len(skipped)} images skipped (listed in summary.json), e.g. {skipped[0][0]}: {skipped[0][1]}")
     return 0
+
+
+def _usable_rows(source: LabelInput) -> np.ndarray:
+    return np.arange(len(source.identity)) if source.usable is None else np.nonzero(source.usable)[0]
 
 
 def _expand(part: LabelResult, rows: np.ndarray, n: int) -> LabelResult:
