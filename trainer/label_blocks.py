@@ -49,14 +49,10 @@ def batch_wasserstein(u: np.ndarray, u_count: np.ndarray, v: np.ndarray, v_count
         a, b, widths = _quantile_pieces(m, n)
         u_sorted = np.sort(u[rows, :m], axis=1)
         v_sorted = np.sort(v[rows, :n], axis=1)
-        # Summed piece by piece in a fixed order, not as a matrix product or a numpy sum, whose
-        # rounding depends on how many rows are computed together: a row's distance depends
-        # only on its own values, whatever block or chunk it is computed in.
-        gaps = np.abs(u_sorted[:, a] - v_sorted[:, b])
-        total = gaps[:, 0] * widths[0]
-        for piece in range(1, len(widths)):
-            total += gaps[:, piece] * widths[piece]
-        out[rows] = total
+        # einsum (no BLAS) sums each row on its own, in order; a matrix product's or a numpy
+        # sum's rounding depends on how many rows are computed together. So a row's distance
+        # depends only on its own values, whatever block or chunk it is computed in (tested).
+        out[rows] = np.einsum("ij,j->i", np.abs(u_sorted[:, a] - v_sorted[:, b]), widths)
     return out
 
 
@@ -140,9 +136,8 @@ class _SharedNegatives:
     """Similarities of a block's images to their identity's shared negatives.
 
     The block's identities are batched in groups of similar size, padded to the
-    group's largest identity; the images of each group are gathered once (kept in
-    float32, half the memory; widened one group at a time) and reused by every
-    repetition, only the negatives are gathered anew.
+    group's largest identity; the images of each group are gathered once (float64) and
+    reused by every repetition, only the negatives are gathered anew.
     """
 
     def __init__(self, feats: Features, layout: Layout, block: tuple[int, int]) -> None:
@@ -158,13 +153,13 @@ class _SharedNegatives:
             local = np.minimum(np.arange(width)[None, :], sizes[group, None] - 1)
             rows = layout.starts[first_id + group, None] + local  # padding repeats the last image
             keep = np.arange(width)[None, :] < sizes[group, None]
-            self.groups.append((group, rows, keep, feats.rows32(rows), feats.norms[rows][:, :, None]))
+            self.groups.append((group, rows, keep, feats.rows64(rows), feats.norms[rows][:, :, None]))
 
     def sims(self, neg: np.ndarray, n_rows: int) -> np.ndarray:
         out = np.empty((n_rows, neg.shape[1]))
         for group, rows, keep, images, image_norms in self.groups:
             partner_rows = np.maximum(neg[group], 0)
-            dots = self.feats.matmul(images.astype(np.float64), self.feats.rows64(partner_rows).transpose(0, 2, 1))
+            dots = self.feats.matmul(images, self.feats.rows64(partner_rows).transpose(0, 2, 1))
             sims = dots / (image_norms * self.feats.norms[partner_rows][:, None, :])
             out[rows[keep] - self.row_start] = sims[keep]
         return out
