@@ -49,10 +49,15 @@ def batch_wasserstein(u: np.ndarray, u_count: np.ndarray, v: np.ndarray, v_count
         a, b, widths = _quantile_pieces(m, n)
         u_sorted = np.sort(u[rows, :m], axis=1)
         v_sorted = np.sort(v[rows, :n], axis=1)
-        # einsum (no BLAS) sums each row on its own, in order; a matrix product's or a numpy
-        # sum's rounding depends on how many rows are computed together. So a row's distance
-        # depends only on its own values, whatever block or chunk it is computed in (tested).
-        out[rows] = np.einsum("ij,j->i", np.abs(u_sorted[:, a] - v_sorted[:, b]), widths)
+        # Summed piece by piece in a fixed order, not as a matrix product, a numpy sum or an
+        # einsum, whose rounding depends on how many rows are computed together: a row's
+        # distance depends only on its own values, whatever block or chunk it is computed in
+        # (tested). The loop costs about 1 ms per 10,000 rows.
+        gaps = np.abs(u_sorted[:, a] - v_sorted[:, b])
+        total = gaps[:, 0] * widths[0]
+        for piece in range(1, len(widths)):
+            total += gaps[:, piece] * widths[piece]
+        out[rows] = total
     return out
 
 
