@@ -245,3 +245,29 @@ def test_trainer_labels_reads_recordio_and_list_roots(rec_folder, seed_set, tmp_
             assert np.abs(image.astype(int) - source).mean() < 3
         else:
             np.testing.assert_array_equal(image, cv2.imread(str(listing.parent / key.split("/", 1)[1])))
+
+
+def test_damaged_recordio_through_the_trainer(rec_folder, tmp_path):
+    """A corrupt record is skipped and named; a truncated index stops the run before anything is written."""
+    folder, _ = rec_folder
+    offsets = dict(line.split("\t") for line in (folder / "train.idx").read_text().splitlines())
+    data = bytearray((folder / "train.rec").read_bytes())
+    data[int(offsets["4"]) : int(offsets["4"]) + 4] = b"JUNK"
+    (folder / "train.rec").write_bytes(bytes(data))
+
+    def labels(out: Path) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "trainer.cli", "labels", "--data", str(folder), "--out",
+                               str(out), "--quiet", "--cache", str(tmp_path / "cache")], capture_output=True, text=True)
+
+    result = labels(tmp_path / "out")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["images"] == 11
+    [skipped] = summary["skipped"]
+    assert skipped["path"] == f"{folder / 'train.rec'}#4" and "record 4" in skipped["reason"]
+    lines = (folder / "train.idx").read_text().splitlines(keepends=True)
+    (folder / "train.idx").write_text("".join(lines[:7]) + "7\t")
+    result = labels(tmp_path / "out2")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "line 8 (record 7)" in result.stderr
+    assert not (tmp_path / "out2" / "labels.csv").exists()

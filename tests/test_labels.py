@@ -219,3 +219,28 @@ def test_labels_on_a_gpu_match_the_reference():
     params = LabelParams(repetitions=4)
     assert np.nanmax(np.abs(fast_labels(emb, ids, params, device="cuda").labels
                             - reference_labels(emb, ids, params).labels)) <= 1e-9
+
+
+def test_labels_from_a_memory_mapped_float16_store_equal_in_memory_labels(small_blocks, tmp_path, monkeypatch):
+    """The scale path (rows read from a memory map, unusable rows masked, small row chunks) changes nothing."""
+    import trainer.label_blocks as blocks_module
+
+    emb, ids = synthetic([2, 5, 26, 40, 9, 1, 30, 3, 12])
+    stored = np.lib.format.open_memmap(tmp_path / "e.npy", mode="w+", dtype=np.float16, shape=emb.shape)
+    stored[:] = emb
+    stored.flush()
+    mapped = np.load(tmp_path / "e.npy", mmap_mode="r")
+    usable = np.ones(len(ids), bool)
+    usable[::5] = False
+    params = LabelParams(repetitions=4)
+    in_memory = fast_labels(emb.astype(np.float16).astype(np.float32)[usable], ids[usable], params)
+    monkeypatch.setattr(blocks_module, "_ROW_CHUNK", 7)
+    from_store = fast_labels(mapped, ids, params, usable=usable)
+    np.testing.assert_array_equal(from_store.labels[usable], in_memory.labels)
+    np.testing.assert_array_equal(from_store.distances[:, usable], in_memory.distances)
+    spilled = fast_labels(mapped, ids, params, usable=usable, keep_distances=False)  # distances in a file
+    assert spilled.distances is None
+    np.testing.assert_array_equal(spilled.labels, from_store.labels)
+    np.testing.assert_array_equal(spilled.mean_neg_sim, from_store.mean_neg_sim)
+    np.testing.assert_array_equal(from_store.n_pos[usable], in_memory.n_pos)
+    assert not from_store.labelled[~usable].any() and np.isnan(from_store.labels[~usable]).all()

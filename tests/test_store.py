@@ -90,6 +90,9 @@ def test_a_killed_run_resumes_with_only_the_missing_shards(crops, reference_stor
               30, "the killed run's workers to end")
     before = _markers(store)
     assert 3 <= len(before) < 12, "the kill came too late to leave shards to do"
+    early = subprocess.run([sys.executable, "-m", "trainer.cli", "labels", "--store", str(store), "--out",
+                            str(tmp_path / "labels"), "--quiet"], env=_env(), capture_output=True, text=True)
+    assert early.returncode == 2 and f"is incomplete: {len(before)} of 12 shards done" in early.stderr
     resumed = subprocess.run(_embed_cmd(crops, store, "--workers", workers), env=_env(), capture_output=True,
                              text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr
@@ -143,3 +146,18 @@ def test_torch_sface_matches_onnxruntime(crops):
     ours = Embedder(backend=TorchSFace("cpu")).embed(batch)
     theirs = make_embedder("sface-2021dec", "cpu", 1).embed(batch)
     assert (ours * theirs).sum(axis=1).min() > 0.9999
+
+
+def test_labels_from_an_existing_store(crops, reference_store, tmp_path):
+    from trainer.labels import fast_labels
+    from trainer.labels_io import open_labelled
+
+    out = tmp_path / "labels"
+    result = subprocess.run([sys.executable, "-m", "trainer.cli", "labels", "--store", str(reference_store.folder),
+                             "--out", str(out), "--quiet"], env=_env(), capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    expected = fast_labels(np.asarray(reference_store.embeddings, np.float32), np.asarray(reference_store.identity))
+    labelled = open_labelled(out)  # the store recorded its dataset: keys resolve to the same crops
+    assert len(labelled.positions) == 96
+    np.testing.assert_allclose(labelled.labels, expected.labels[labelled.positions], atol=1e-4)
+    assert labelled.dataset.path(int(labelled.positions[0])).startswith(str(crops))

@@ -4,7 +4,8 @@
 ``LOCAL_RANK`` and ``LOCAL_WORLD_SIZE`` (plus the rendezvous address). Without them a run
 is a world of one, and every code path stays the same: the process group, the distributed
 sampler and the collectives simply have one member. Backends: NCCL on CUDA GPUs, gloo on
-CPUs.
+CPUs. Commands that need no model replica (``trainer embed`` filling the embedding store)
+use :func:`rank_world` and :func:`wait_for_all` instead of a :class:`World`.
 """
 
 from __future__ import annotations
@@ -100,3 +101,21 @@ def sum_across(world: World, values: list[float]) -> list[float]:
 def cpu_threads_per_process(world: World) -> int:
     """This process's fair share of the machine's cores (torchrun starts one per device)."""
     return max(1, (os.cpu_count() or 1) // max(1, world.local_size))
+
+
+# Embedding a large set takes hours: the default 30-minute collective timeout is too short.
+EMBEDDING_BARRIER_TIMEOUT = timedelta(hours=72)
+
+
+def rank_world() -> tuple[int, int, int]:
+    """(rank, world size, local rank) from torchrun's environment; (0, 1, 0) without it."""
+    return _env_int("RANK", 0), _env_int("WORLD_SIZE", 1), _env_int("LOCAL_RANK", 0)
+
+
+def wait_for_all(size: int) -> None:
+    """A gloo barrier among ``size`` ranks (with or without GPUs); nothing to wait for in a world of one."""
+    if size <= 1:
+        return
+    if not dist.is_initialized():
+        dist.init_process_group("gloo", timeout=EMBEDDING_BARRIER_TIMEOUT)
+    dist.barrier()

@@ -27,6 +27,7 @@ from engines.embedder import DEFAULT_RECOGNIZER
 from engines.errors import DatasetError
 from engines.paths import cache_root
 from trainer.datasets import FaceDataset
+from trainer.distributed import rank_world, wait_for_all
 from trainer.embed_cache import EmbeddingCache, _content_key
 from trainer.embed_shards import Reuse, ShardWorker, make_embedder, run_shards
 from trainer.store import EmbeddingStore, StoreMeta
@@ -58,24 +59,6 @@ def default_store_dir(dataset: FaceDataset, recognizer: str, dtype: str, cache: 
 
 
 # -- the whole dataset ---------------------------------------------------------------------
-
-
-def _distributed() -> tuple[int, int, int]:
-    """(rank, world size, local rank) from torchrun's environment (0, 1, 0 without it)."""
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
-
-
-def _barrier(world: int) -> None:
-    if world <= 1:
-        return
-    from datetime import timedelta
-
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        # Embedding a large set takes hours: the default 30-minute collective timeout is too short.
-        dist.init_process_group("gloo", timeout=timedelta(hours=72))
-    dist.barrier()
 
 
 def _device(device: str, local_rank: int) -> str:
@@ -137,7 +120,7 @@ def embed_to_store(dataset: FaceDataset, store_dir: Path | None = None, recogniz
 
     from engines.modelfiles import load_model
 
-    rank, world, local_rank = _distributed()
+    rank, world, local_rank = rank_world()
     manifest, _ = load_model(recognizer)
     folder = (Path(store_dir) if store_dir
               else default_store_dir(dataset, manifest.tag.replace("@", "-"), dtype, cache))
@@ -149,7 +132,7 @@ def embed_to_store(dataset: FaceDataset, store_dir: Path | None = None, recogniz
     if rank == 0:
         folder.parent.mkdir(parents=True, exist_ok=True)
         store, reuse_dir = _prepare(folder, meta, dataset)
-    _barrier(world)
+    wait_for_all(world)
     if rank != 0:
         store = EmbeddingStore(folder, "r+")
         previous = folder.with_name(folder.name + ".previous")
@@ -179,7 +162,7 @@ def embed_to_store(dataset: FaceDataset, store_dir: Path | None = None, recogniz
                                   tasks, workers, bar)
     run.seconds = time.perf_counter() - started
     run.embedded, run.reused, run.failed = (sum(r[i] for r in results) for i in range(3))
-    _barrier(world)
+    wait_for_all(world)
     if rank == 0:
         missing = [s for s in range(meta.shards) if not store.shard_done(s, prints[s])]
         if missing:

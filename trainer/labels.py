@@ -18,18 +18,21 @@ Two implementations consume the same draws:
 from __future__ import annotations
 
 import os
+import tempfile
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
 from scipy.stats import wasserstein_distance
 from threadpoolctl import threadpool_limits
 
 from trainer.draws import Layout, draw_block, identity_blocks
+from trainer.label_blocks import BlockResult, Features, batch_wasserstein, block_distances
 from trainer.sddfiqa import LabelParams
+
+__all__ = ["LabelResult", "batch_wasserstein", "fast_labels", "reference_labels"]
 
 ProgressFn = Callable[[int], None]
 DEFAULT_PARAMS = LabelParams()
@@ -44,7 +47,7 @@ class LabelResult:
     mean_neg_sim: np.ndarray
     n_pos: np.ndarray  # positives per image (0 for one-image identities)
     labelled: np.ndarray  # bool mask
-    distances: np.ndarray  # R×N raw W1 distances (NaN where no label)
+    distances: np.ndarray | None  # R×N raw W1 distances (NaN where no label); None when not kept
 
 
 def _prepare(embeddings: np.ndarray, identities: np.ndarray) -> tuple[np.ndarray, Layout, np.ndarray]:
@@ -147,199 +150,7 @@ def reference_labels(embeddings: np.ndarray, identities: np.ndarray, params: Lab
 
 
 # ----------------------------------------------------------------------------------------
-# Fast: whole blocks of images at once.
-
-
-@lru_cache(maxsize=4096)
-def _quantile_pieces(m: int, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Pieces of ∫|F_u⁻¹(t) − F_v⁻¹(t)| dt for sizes m and n.
-
-    Both quantile functions are steps, at multiples of 1/m and 1/n; between merged
-    breakpoints they take the values u_(a) and v_(b) of the sorted samples. Returns
-    (a, b, interval length) for every piece; they depend only on the sizes.
-    """
-    breaks = np.unique(np.concatenate([np.arange(m + 1) / m, np.arange(n + 1) / n]))
-    mids = (breaks[:-1] + breaks[1:]) / 2
-    a = np.minimum((mids * m).astype(np.int64), m - 1)
-    b = np.minimum((mids * n).astype(np.int64), n - 1)
-    return a, b, np.diff(breaks)
-
-
-def batch_wasserstein(u: np.ndarray, u_count: np.ndarray, v: np.ndarray, v_count: np.ndarray) -> np.ndarray:
-    """W1 between row-wise empirical distributions (uniform weights), for many rows at once.
-
-    ``u``: B×P values of which the first ``u_count[b]`` are valid (the rest ignored);
-    likewise ``v``. Uses W1 = ∫₀¹ |F_u⁻¹(t) − F_v⁻¹(t)| dt: sort each side, then sum the
-    gaps of the sorted values over the pieces where both quantile functions are constant.
-    Rows are grouped by their (m, n) sizes; equals ``scipy.stats.wasserstein_distance``.
-    """
-    out = np.empty(len(u))
-    pairs = u_count.astype(np.int64) * (v.shape[1] + 1) + v_count
-    for key in np.unique(pairs):
-        rows = np.nonzero(pairs == key)[0]
-        m, n = int(u_count[rows[0]]), int(v_count[rows[0]])
-        a, b, widths = _quantile_pieces(m, n)
-        u_sorted = np.sort(u[rows, :m], axis=1)
-        v_sorted = np.sort(v[rows, :n], axis=1)
-        out[rows] = np.abs(u_sorted[:, a] - v_sorted[:, b]) @ widths
-    return out
-
-
-class _Features:
-    """Embeddings for the fast path, read where they lie (an array or a memory-mapped store).
-
-    ``order`` maps identity-sorted positions to rows of ``source``, so nothing is copied
-    into identity order: every gather goes through it. Rows pass through float32 (the
-    precision embeddings are kept in) and the maths is float64: similarities are dot
-    products of float64 copies divided by both norms, the formula the reference
-    evaluates one pair at a time.
-    """
-
-    def __init__(self, source: np.ndarray, order: np.ndarray, device: str | None = None,
-                 chunk_rows: int = 1 << 16) -> None:
-        self.device = device  # None: numpy; else a torch device ("cuda", "cpu") for the products
-        self.source, self.order = source, order
-        self.norms = np.empty(len(order))
-        for start in range(0, len(order), chunk_rows):
-            rows = self.rows64(np.arange(start, min(len(order), start + chunk_rows)))
-            self.norms[start : start + chunk_rows] = np.sqrt(np.einsum("ij,ij->i", rows, rows))
-
-    def rows64(self, index: np.ndarray) -> np.ndarray:
-        """Rows at identity-sorted positions ``index`` (any shape) as float64."""
-        return np.asarray(self.source[self.order[index]], dtype=np.float32).astype(np.float64)
-
-    def matmul(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        """Batched float64 product, on the torch device when one was chosen (a GPU)."""
-        if self.device is None:
-            return np.matmul(a, b)
-        import torch
-
-        with torch.no_grad():
-            out = torch.from_numpy(a).to(self.device) @ torch.from_numpy(np.ascontiguousarray(b)).to(self.device)
-            return out.cpu().numpy()
-
-
-_GRAM_CHUNK = 2_000_000  # floats of Gram matrices computed in one batched product
-
-
-class _BlockPositives:
-    """Similarities within each identity of one block, from one Gram matrix per identity.
-
-    Made when the block is visited and reused by all its repetitions, so memory is
-    bounded by one block's identities (the sum of their sizes squared), not the dataset's.
-    """
-
-    def __init__(self, feats: _Features, layout: Layout, block: tuple[int, int]) -> None:
-        first_id, end_id = block
-        self.layout, self.first_id = layout, first_id
-        sizes = layout.sizes[first_id:end_id]
-        self.offsets = np.concatenate([[0], np.cumsum(sizes**2)])
-        self.flat = np.empty(int(self.offsets[-1]))
-        for size in np.unique(sizes):
-            ids = np.nonzero(sizes == size)[0]
-            for chunk in np.array_split(ids, max(1, len(ids) * size * size // _GRAM_CHUNK)):
-                index = layout.starts[first_id + chunk, None] + np.arange(size)
-                rows = feats.rows64(index)
-                norms = feats.norms[index]
-                grams = np.matmul(rows, rows.transpose(0, 2, 1)) / (norms[:, :, None] * norms[:, None, :])
-                for k, gram in zip(chunk, grams, strict=True):
-                    self.flat[self.offsets[k] : self.offsets[k + 1]] = gram.ravel()
-
-    def lookup(self, rows: np.ndarray, partners: np.ndarray) -> np.ndarray:
-        ident = self.layout.identity_of_row[rows]
-        start, size = self.layout.starts[ident], self.layout.sizes[ident]
-        local_row = rows - start
-        local_partner = np.where(partners >= 0, partners - start[:, None], 0)
-        flat_index = self.offsets[ident - self.first_id][:, None] + local_row[:, None] * size[:, None] + local_partner
-        return self.flat[flat_index]
-
-
-_SIZE_GROUPS = 8  # identities of a block are batched in groups of similar size (little padding)
-
-
-class _SharedNegatives:
-    """Similarities of a block's images to their identity's shared negatives.
-
-    The block's identities are batched in groups of similar size, padded to the
-    group's largest identity; the images of each group are gathered once and reused
-    by every repetition, only the negatives are gathered anew.
-    """
-
-    def __init__(self, feats: _Features, layout: Layout, block: tuple[int, int]) -> None:
-        self.feats = feats
-        first_id, end_id = block
-        self.row_start = int(layout.starts[first_id])
-        sizes = layout.sizes[first_id:end_id]
-        self.groups = []
-        for group in np.array_split(np.argsort(sizes, kind="stable"), min(_SIZE_GROUPS, len(sizes))):
-            if group.size == 0:
-                continue
-            width = int(sizes[group].max())
-            local = np.minimum(np.arange(width)[None, :], sizes[group, None] - 1)
-            rows = layout.starts[first_id + group, None] + local  # padding repeats the last image
-            keep = np.arange(width)[None, :] < sizes[group, None]
-            self.groups.append((group, rows, keep, feats.rows64(rows), feats.norms[rows][:, :, None]))
-
-    def sims(self, neg: np.ndarray, n_rows: int) -> np.ndarray:
-        out = np.empty((n_rows, neg.shape[1]))
-        for group, rows, keep, images, image_norms in self.groups:
-            partner_rows = np.maximum(neg[group], 0)
-            dots = self.feats.matmul(images, self.feats.rows64(partner_rows).transpose(0, 2, 1))
-            sims = dots / (image_norms * self.feats.norms[partner_rows][:, None, :])
-            out[rows[keep] - self.row_start] = sims[keep]
-        return out
-
-
-@dataclass
-class _BlockResult:
-    """One identity block's outputs, rows in identity-sorted positions ``rows``."""
-
-    rows: np.ndarray
-    distances: np.ndarray  # R×rows
-    pos_sum: np.ndarray  # Σ over repetitions of the mean Pos-Sim
-    neg_sum: np.ndarray
-    n_pos: np.ndarray
-
-
-def _block_distances(feats: _Features, layout: Layout, params: LabelParams, block: tuple[int, int]) -> _BlockResult:
-    """All repetitions' distances, mean sims and positive counts of one identity block."""
-    first_id, end_id = block
-    row_start = int(layout.starts[first_id])
-    rows = np.arange(row_start, int(layout.starts[end_id - 1] + layout.sizes[end_id - 1]))
-    distances = np.full((params.repetitions, len(rows)), np.nan)
-    pos_sum = np.zeros(len(rows))
-    neg_sum = np.zeros(len(rows))
-    n_pos = np.zeros(len(rows), dtype=np.int64)
-    use = np.nonzero(layout.sizes[layout.identity_of_row[rows]] >= 2)[0]
-    pos_sum[np.setdiff1d(np.arange(len(rows)), use)] = np.nan
-    neg_sum[np.isnan(pos_sum)] = np.nan
-    positives = _BlockPositives(feats, layout, block)
-    shared = _SharedNegatives(feats, layout, block) if params.negatives_shared_by == "identity" else None
-    for rep in range(params.repetitions):
-        draws = draw_block(layout, params, rep, block)
-        if shared is not None:
-            neg_sims = shared.sims(draws.neg, len(rows))
-            neg_idx = draws.neg[layout.identity_of_row[rows[use]] - first_id]
-        else:
-            partner_rows = np.maximum(draws.neg, 0)
-            dots = feats.matmul(feats.rows64(partner_rows), feats.rows64(rows)[:, :, None])[..., 0]
-            neg_sims = dots / (feats.norms[partner_rows] * feats.norms[rows][:, None])
-            neg_idx = draws.neg[use]
-        pos_idx = draws.pos[use]
-        pos_count = (pos_idx >= 0).sum(axis=1)
-        neg_count = (neg_idx >= 0).sum(axis=1)
-        pos_sims = positives.lookup(rows[use], pos_idx)
-        neg_use = neg_sims[use]
-        distance = batch_wasserstein(pos_sims, pos_count, neg_use, neg_count)
-        pos_mean = np.where(pos_idx >= 0, pos_sims, 0).sum(axis=1) / pos_count
-        neg_mean = np.where(neg_idx >= 0, neg_use, 0).sum(axis=1) / neg_count
-        if params.sign_guard:
-            distance = np.where(pos_mean < neg_mean, 0.0, distance)
-        distances[rep, use] = distance
-        pos_sum[use] += pos_mean
-        neg_sum[use] += neg_mean
-        n_pos[use] = pos_count
-    return _BlockResult(rows, distances, pos_sum, neg_sum, n_pos)
+# Fast: whole blocks of images at once (the pieces are in trainer.label_blocks).
 
 
 def _torch_device(device: str) -> str | None:
@@ -357,16 +168,58 @@ def _torch_device(device: str) -> str | None:
     return device
 
 
+class _Distances:
+    """The R×N raw distances: kept in memory (caller's row order), or spilled to a temporary file.
+
+    Spilled, they are written in identity-sorted order with ordinary file writes (one
+    contiguous run per block and repetition) and read back one repetition at a time for
+    scaling: the operating system's page cache holds them, not this process, so resident
+    memory stays near the store's.
+    """
+
+    def __init__(self, reps: int, n_total: int, order: np.ndarray, spill: bool) -> None:
+        self.order, self.n = order, len(order)
+        # Closed in close(), called from fast_labels' finally: not a with-block's lifetime.
+        self.file = tempfile.TemporaryFile(prefix="facegate-distances-") if spill else None  # noqa: SIM115
+        self.array = None if spill else np.full((reps, n_total), np.nan)
+
+    def write(self, rep: int, start: int, values: np.ndarray) -> None:
+        """Distances of sorted positions ``start … start + len(values)`` in repetition ``rep``."""
+        if self.file is None:
+            self.array[rep, self.order[start : start + len(values)]] = values
+        else:
+            data = np.ascontiguousarray(values, np.float64).tobytes()
+            if os.pwrite(self.file.fileno(), data, (rep * self.n + start) * 8) != len(data):
+                raise OSError(f"short write to the distances file {self.file.name} (disk full?)")
+
+    def read(self, rep: int) -> np.ndarray:
+        """One repetition's distances in sorted order."""
+        if self.file is None:
+            return self.array[rep, self.order]
+        out = np.empty(self.n)
+        view, done = memoryview(out).cast("B"), 0
+        while done < len(view):  # pread returns at most about 2 GB at a time
+            done += os.preadv(self.file.fileno(), [view[done:]], rep * self.n * 8 + done)
+        return out
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+
+
 def fast_labels(embeddings: np.ndarray, identities: np.ndarray, params: LabelParams = DEFAULT_PARAMS,
                 workers: int | None = None, progress: ProgressFn | None = None,
-                device: str = "auto", usable: np.ndarray | None = None) -> LabelResult:
+                device: str = "auto", usable: np.ndarray | None = None,
+                keep_distances: bool = True) -> LabelResult:
     """Pseudo-labels for all images, vectorised per identity block; equals :func:`reference_labels`.
 
     ``embeddings`` may be a memory-mapped store (float16 or float32): rows are read
-    where they lie, a block at a time. Memory beyond the embeddings themselves is O(N)
-    for the results (the R×N distances, a few N-vectors) plus one block's working set
-    per worker; nothing is held per identity pair or for all identities at once.
-    ``usable``: rows to use (False: excluded, e.g. images without a face; no label).
+    where they lie, a block at a time. Memory beyond the embeddings themselves is a few
+    N-vectors plus one block's working set per worker; nothing is held per identity pair
+    or for all identities at once. The R×N raw distances (needed to min–max scale each
+    repetition) are returned with ``keep_distances``; without it they go to a temporary
+    file (:class:`_Distances`) and ``distances`` is None. ``usable``: rows to use (False:
+    excluded, e.g. images without a face; no label).
 
     Blocks run on ``workers`` threads (default: the CPU count); numpy releases the GIL in
     the matrix products, gathers and sorts that dominate. ``device``: ``auto`` runs the
@@ -374,37 +227,47 @@ def fast_labels(embeddings: np.ndarray, identities: np.ndarray, params: LabelPar
     ``numpy``, or a torch device name (``cuda``, ``cpu``) to force one.
     """
     order, layout = _layout(embeddings, identities, usable)
-    n_total = len(identities)
-    features = _Features(embeddings, order, _torch_device(device))
+    n_total, n_used = len(identities), len(order)
+    features = Features(embeddings, order, _torch_device(device))
     reps = params.repetitions
-    # Outputs in the caller's row order, written block by block: no copy in identity order.
-    distances = np.full((reps, n_total), np.nan)
+    distances = _Distances(reps, n_total, order, spill=not keep_distances)
+    # Per-image outputs in the caller's row order, written block by block.
     pos_sum = np.full(n_total, np.nan)
     neg_sum = np.full(n_total, np.nan)
-    n_pos = np.zeros(n_total, dtype=np.int64)
-    labelled = np.zeros(n_total, dtype=bool)
-    labelled[order] = layout.sizes[layout.identity_of_row] >= 2
+    n_pos = np.zeros(n_total, dtype=np.int32)  # at most `positives`
+    labelled_sorted = layout.sizes[layout.identity_of_row] >= 2
     workers = workers or os.cpu_count() or 1
 
-    def store(result: _BlockResult) -> None:
+    def store(result: BlockResult) -> None:
         target = order[result.rows]
-        distances[:, target] = result.distances
+        for rep in range(reps):
+            distances.write(rep, int(result.rows[0]), result.distances[rep])
         pos_sum[target], neg_sum[target], n_pos[target] = result.pos_sum, result.neg_sum, result.n_pos
         if progress:
             progress(len(result.rows))
 
-    # One BLAS thread per worker: the workers already use every core. At most two blocks
-    # per worker are in flight, so finished blocks never pile up behind a slow one.
-    with threadpool_limits(1 if workers > 1 else None, user_api="blas"), ThreadPoolExecutor(workers) as pool:
-        in_flight: deque = deque()
-        for block in identity_blocks(layout):
-            in_flight.append(pool.submit(_block_distances, features, layout, params, block))
-            if len(in_flight) >= 2 * workers:
+    try:
+        # One BLAS thread per worker: the workers already use every core. At most two blocks
+        # per worker are in flight, so finished blocks never pile up behind a slow one.
+        with threadpool_limits(1 if workers > 1 else None, user_api="blas"), ThreadPoolExecutor(workers) as pool:
+            in_flight: deque = deque()
+            for block in identity_blocks(layout):
+                in_flight.append(pool.submit(block_distances, features, layout, params, block))
+                if len(in_flight) >= 2 * workers:
+                    store(in_flight.popleft().result())
+            while in_flight:
                 store(in_flight.popleft().result())
-        while in_flight:
-            store(in_flight.popleft().result())
-    label_sum = np.zeros(n_total)
-    for rep in range(reps):
-        label_sum += _scale(distances[rep], labelled, params)
-    return LabelResult(labels=label_sum / reps, mean_pos_sim=pos_sum / reps, mean_neg_sim=neg_sum / reps,
-                       n_pos=n_pos, labelled=labelled, distances=distances)
+        labels_sorted = np.zeros(n_used)
+        for rep in range(reps):
+            labels_sorted += _scale(distances.read(rep), labelled_sorted, params)
+        labels_sorted /= reps
+    finally:
+        distances.close()
+    labels = np.full(n_total, np.nan)
+    labels[order] = labels_sorted
+    labelled = np.zeros(n_total, dtype=bool)
+    labelled[order] = labelled_sorted
+    for total in (pos_sum, neg_sum):  # in place: no second copy of an N-vector
+        total /= reps
+    return LabelResult(labels=labels, mean_pos_sim=pos_sum, mean_neg_sim=neg_sum, n_pos=n_pos, labelled=labelled,
+                       distances=distances.array)

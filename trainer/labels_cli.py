@@ -10,7 +10,6 @@ what was skipped and why) and ``histogram.png`` into the output folder.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -19,9 +18,11 @@ from pathlib import Path
 import numpy as np
 
 from engines.errors import DatasetError
+from trainer.distributed import rank_world
 from trainer.labels import LabelResult, fast_labels, reference_labels
 from trainer.labels_io import read_labels, write_labels
 from trainer.sddfiqa import LabelParams
+from trainer.store import write_json_atomic
 
 __all__ = ["add_parser", "read_labels", "run"]
 SCATTER_POINTS = 200_000
@@ -139,6 +140,10 @@ def _from_store(folder: Path, dataset=None) -> LabelInput:
     from trainer.store import EmbeddingStore
 
     store = EmbeddingStore(folder, "r")
+    done = store.done_shards()
+    if done < store.meta.shards:
+        raise DatasetError(f"embedding store {folder} is incomplete: {done} of {store.meta.shards} shards done; "
+                           "finish it with trainer embed --data … --store …")
     if dataset is None and store.meta.data:
         dataset = open_spec(store.meta.data)
     if dataset is not None and len(dataset) != store.meta.n:
@@ -208,9 +213,7 @@ def plot_histogram(out: Path, result: LabelResult) -> Path:
 
 def run_embed(args: argparse.Namespace) -> int:
     _, run = _embed(args)
-    from trainer.embed import _distributed
-
-    if _distributed()[0] == 0:
+    if rank_world()[0] == 0:
         print(f"embed: {run.embedded} embedded, {run.reused} reused, {run.failed} not usable, "
               f"{run.shards_done_before} shards already done; {run.images_per_s:.1f} images/s -> {run.store_dir}")
     return 0
@@ -223,33 +226,27 @@ def run(args: argparse.Namespace) -> int:
         clip_percentile=args.clip_percentile,
     )
     source = _load(args)
-    from trainer.embed import _distributed
-
-    if _distributed()[0] != 0:
+    if rank_world()[0] != 0:
         return 0  # under torchrun, the other ranks only embed
     counts = check_usable(source.identity, source.usable)
     from tqdm import tqdm
 
     started = time.perf_counter()
-    usable = source.usable if source.usable is not None else np.ones(len(source.identity), bool)
-    rows = np.nonzero(usable)[0]
     if args.implementation == "reference":
+        rows = _usable_rows(source)
         with tqdm(total=params.repetitions, desc="labels (reference)", unit="rep", disable=args.quiet) as bar:
             part = reference_labels(np.asarray(source.embeddings[rows], np.float32), source.identity[rows], params,
                                     progress=bar.update)
-        result = _expand(part, rows, len(usable))
+        result = _expand(part, rows, len(source.identity))
     else:
-        with tqdm(total=len(rows), desc="labels", unit="img", disable=args.quiet) as bar:
+        with tqdm(total=int(counts.sum()), desc="labels", unit="img", disable=args.quiet) as bar:
             result = fast_labels(source.embeddings, source.identity, params, progress=bar.update,
-                                 device=getattr(args, "device", "auto"), usable=source.usable)
+                                 device=getattr(args, "device", "auto"), usable=source.usable, keep_distances=False)
+        rows = _usable_rows(source)  # made after the labels, whose working set is the peak
     seconds = time.perf_counter() - started
     args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "labels.csv").unlink(missing_ok=True)  # never beside a summary of another run
     names = source.names
-    write_labels(args.out / "labels.csv", (
-        (source.key(i), source.path(i), names[source.identity[i]],
-         *((result.labels[i], result.mean_pos_sim[i], result.mean_neg_sim[i], result.n_pos[i])
-           if result.labelled[i] else (None, None, None, 0)))
-        for i in rows.tolist()))
     plot_histogram(args.out, result)
     singletons = sorted(names[k] for k in np.nonzero(counts == 1)[0])
     labels = result.labels[result.labelled]
@@ -268,7 +265,13 @@ def run(args: argparse.Namespace) -> int:
                         "min": float(labels.min()), "max": float(labels.max())},
         "seconds": round(seconds, 3),
     }
-    (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_json_atomic(args.out / "summary.json", summary, indent=2)
+    # labels.csv last, by rename: its presence means the whole output is there (rebuild relies on it).
+    write_labels(args.out / "labels.csv", (
+        (source.key(i), source.path(i), names[source.identity[i]],
+         *((result.labels[i], result.mean_pos_sim[i], result.mean_neg_sim[i], result.n_pos[i])
+           if result.labelled[i] else (None, None, None, 0)))
+        for chunk in range(0, len(rows), 65536) for i in rows[chunk : chunk + 65536].tolist()))
     print(f"labels: {summary['labelled']} of {summary['images']} images labelled "
           f"({summary['identities']} identities) in {seconds:.2f}s -> {args.out / 'labels.csv'}")
     if singletons:
@@ -278,6 +281,10 @@ def run(args: argparse.Namespace) -> int:
     if skipped:
         print(f"  {len(skipped)} images skipped (listed in summary.json), e.g. {skipped[0][0]}: {skipped[0][1]}")
     return 0
+
+
+def _usable_rows(source: LabelInput) -> np.ndarray:
+    return np.arange(len(source.identity)) if source.usable is None else np.nonzero(source.usable)[0]
 
 
 def _expand(part: LabelResult, rows: np.ndarray, n: int) -> LabelResult:

@@ -54,11 +54,12 @@ class StoreMeta:
         return -(-self.n // self.shard_size)
 
 
-def write_json_atomic(path: Path, value: object) -> None:
+def write_json_atomic(path: Path, value: object, indent: int | None = None) -> None:
     """Write JSON so that a reader sees the old file or the whole new one, never a part."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "w") as handle:
-        json.dump(value, handle)
+        json.dump(value, handle, indent=indent)
+        handle.write("\n")
         handle.flush()
         os.fsync(handle.fileno())
     tmp.replace(path)

@@ -267,7 +267,8 @@ class RecordIODataset(FaceDataset):
 
     def read_bytes(self, i: int) -> bytes:
         record = int(self._records[i])
-        label, _flag, body, _labels = self._header(record)
+        payload = self.file.payload(record, int(self._offsets[i]))
+        label, _flag, body = unpack(payload, f"{self.rec_path.name} record {record}")
         if label != self._labels[self.identity_index[i]]:
             raise RecordError(f"{self.rec_path.name} record {record} has label {label:g}, but its identity "
                               f"record gives {self._labels[self.identity_index[i]]:g}")
