@@ -48,6 +48,8 @@ class _GateCollector:
             "facegate_frames_detected": ("Frames that went through detection", lambda w: w.detections),
             "facegate_frames_skipped": ("Frames decoded but not detected (between detections at the camera's "
                                         "detection rate)", lambda w: max(0, w.frames - w.detections)),
+            "facegate_frames_motion_skipped": ("Frames at the detection rate not detected: nothing moved and no "
+                                               "track alive (detection.motion)", lambda w: w.motion_skipped),
             "facegate_faces_submitted": ("Faces queued for scoring", lambda w: w.submitted),
             "facegate_reconnects": ("Source reconnect attempts", lambda w: w.source.reconnects if w.source else 0),
         }

@@ -38,8 +38,11 @@ class EndJob:
 class ScoringQueue:
     """Bounded FIFO of score jobs and end markers, drained by one scorer thread."""
 
-    def __init__(self, score: Callable[[np.ndarray], np.ndarray], capacity: int = 256, batch_size: int = 32) -> None:
+    def __init__(self, score: Callable[[np.ndarray], np.ndarray], capacity: int = 256, batch_size: int = 32,
+                 observer: Callable[[ScoreJob, float], None] | None = None) -> None:
         self._score = score
+        # Sees every scored crop with its quality (benchmarks record the candidates the gate chose from); None: no cost.
+        self.observer = observer
         self.capacity, self.batch_size = capacity, batch_size
         self._items: deque[ScoreJob | EndJob] = deque()
         self._jobs = 0
@@ -50,8 +53,12 @@ class ScoringQueue:
         self._thread = threading.Thread(target=self._run, name="scorer", daemon=True)
         self._thread.start()
 
-    def submit(self, job: ScoreJob) -> None:
+    def submit(self, job: ScoreJob, wait: bool = False) -> None:
+        """Queue a crop; when full, drop the oldest crop (a live camera must not stall), or with ``wait``
+        block until there is room (a file read faster than real time: backpressure, nothing lost)."""
         with self._cond:
+            while wait and self._jobs >= self.capacity and not self._stop:
+                self._cond.wait(0.5)
             if self._jobs >= self.capacity:
                 for i, item in enumerate(self._items):  # drop the oldest score job
                     if isinstance(item, ScoreJob):
@@ -86,6 +93,7 @@ class ScoringQueue:
                     self._jobs -= 1
                 else:
                     break  # an end marker closes the batch: its track's scores come first
+            self._cond.notify_all()  # room for submitters waiting on a full queue
             return taken
 
     def _run(self) -> None:
@@ -104,6 +112,11 @@ class ScoringQueue:
                     self.scored += len(jobs)
                     for job, value in zip(jobs, scores, strict=True):
                         job.shot.on_scored(job.sample, float(value))
+                        if self.observer is not None:
+                            try:
+                                self.observer(job, float(value))
+                            except Exception:
+                                log.exception("scoring observer failed")
             for item in taken:
                 if isinstance(item, EndJob):
                     item.shot.on_end(item.track_id, item.end_ts)

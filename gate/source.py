@@ -59,6 +59,11 @@ class Frame:
         """BGR with the longer side at most ``max_side`` (and never above the working size)."""
         return self._convert(*_working_size(self.work_w, self.work_h, max_side))
 
+    def gray_at(self, width: int) -> np.ndarray:
+        """Small grayscale copy ``width`` pixels wide, scaled from the luma plane (no colour conversion)."""
+        height = max(1, round(width * self.source_h / self.source_w))
+        return self._video.to_ndarray(format="gray", width=width, height=height, interpolation="AREA")
+
     @property
     def scale(self) -> float:
         """Source pixels per working-image pixel."""
@@ -101,6 +106,11 @@ class CameraSource:
         self.reconnects = 0
         self.frame_count = 0
         self.online = False
+
+    @property
+    def unpaced(self) -> bool:
+        """A file read as fast as it decodes: its consumers may wait (nothing is lost) instead of dropping."""
+        return _is_file(self.url) and not self.config.realtime_files
 
     def _open(self):
         options = {}
