@@ -25,7 +25,7 @@ from gate.tracker import Tracker
 log = logging.getLogger(__name__)
 WORKING_MAX_SIDE = 1920  # frames are converted to BGR at most this large (faces are aligned from it)
 # Frame times are float sums: five 1/25 s frames may add up to a hair under 0.2 s. Without slack a 5 fps
-# detection rate on a 25 fps stream detects every 6th frame (4.2/s) and a 0.4 s score interval waits 0.6 s.
+# detection rate on a 25 fps stream detects every 6th frame (4.2/s).
 TIME_SLACK_S = 1e-3
 
 
@@ -51,6 +51,7 @@ class CameraWorker:
         self.detection_seconds = None  # a prometheus Histogram child, set by the gate
         self.source: CameraSource | None = None
         self._last_scored: dict[int, float] = {}
+        self._period = 0.2  # seconds between detections (set when the loop starts)
         self._thread = threading.Thread(target=self._run, name=f"camera-{camera.name}", daemon=True)
 
     def start(self) -> None:
@@ -80,7 +81,7 @@ class CameraWorker:
         source = CameraSource(self.camera.url, self.config.source, self.stop, self.camera.transport,
                               WORKING_MAX_SIDE, self._on_state)
         self.source = source
-        period = 1.0 / (self.camera.detection_fps or self.config.detection.fps)
+        period = self._period = 1.0 / (self.camera.detection_fps or self.config.detection.fps)
         next_detection = 0.0
         window_start, window_frames = time.monotonic(), 0
         for frame in source.frames():
@@ -115,7 +116,9 @@ class CameraWorker:
             bbox = in_source.boxes_px[det]
             if not self.shot.eligible(bbox, frame.source_w, frame.source_h):
                 continue
-            if frame.ts - self._last_scored.get(track.track_id, float("-inf")) < interval - TIME_SLACK_S:
+            # Detections are a period apart only on average (e.g. 4 or 5 frames at 24 fps): half a period of
+            # slack keeps a track's scores score_interval_s apart on average, not the next detection after it.
+            if frame.ts - self._last_scored.get(track.track_id, float("-inf")) < interval - self._period / 2:
                 continue
             self._last_scored[track.track_id] = frame.ts
             landmarks = in_source.landmarks_px[det]

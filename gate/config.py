@@ -66,8 +66,8 @@ class MotionConfig(_Section):
     enabled: bool = Field(default=True, description="detect only when something moves, while a track is alive, "
                           "or every idle_detect_s")
     width: int = Field(default=320, ge=32, description="width of the grayscale image the motion test compares")
-    threshold: float = Field(default=20.0, gt=0, le=255, description="grey levels a pixel must change by")
-    min_area: float = Field(default=0.001, gt=0, lt=1, description="fraction of the image that must change")
+    threshold: float = Field(default=15.0, gt=0, le=255, description="grey levels a pixel must change by")
+    min_area: float = Field(default=0.0005, gt=0, lt=1, description="fraction of the image that must change")
     alpha: float = Field(default=0.05, gt=0, le=1, description="background learning rate per analysed frame")
     idle_detect_s: float = Field(default=2.0, gt=0, description="detect at least this often regardless of motion")
 

@@ -42,6 +42,7 @@ class VideoSpec:
     duration_s: float = 60.0  # sparse and empty: video length
     occupancy: float = 0.25  # sparse: fraction of the time someone is in view
     first_arrival_s: float = 0.5
+    max_face_px: float = 200.0  # the nearest point of each walk gives a face of 70..max_face_px
     crf: int | None = None  # None: drawn per video from 21..32
     noise_sigma: float | None = None  # None: drawn per video from 1.5..4
     lighting_amplitude: float = 0.12
@@ -76,7 +77,8 @@ def plan_walks(spec: VideoSpec, pool: IdentityPool, rng: np.random.Generator, ca
         choices = pool.photos[identity]
         count = min(len(choices), int(rng.integers(PHOTOS_PER_WALK[0], PHOTOS_PER_WALK[1] + 1)))
         photos = [str(choices[i]) for i in rng.choice(len(choices), count, replace=False)]
-        walk = Walk(rng, camera, first_person + len(walks), identity, photos, at, focus, defocus_gain)
+        walk = Walk(rng, camera, first_person + len(walks), identity, photos, at, focus, defocus_gain,
+                    max_size_px=float(rng.uniform(min(70.0, spec.max_face_px), spec.max_face_px)))
         walks.append(walk)
         return walk
 
