@@ -94,6 +94,27 @@ def draw_body(frame: np.ndarray, state: FaceState, look: Appearance) -> None:
                 look.hair, -1, cv2.LINE_AA)
 
 
+def body_boxes(state: FaceState, frame_height: int) -> list[tuple[float, float, float, float]]:
+    """Boxes around what :func:`draw_body` and the face cover (for the truth's ``covered`` fraction)."""
+    w, cx, cy = state.size_px, state.cx, state.cy
+    return [(cx - 0.65 * w, cy - 0.9 * w, cx + 0.65 * w, cy + 0.7 * w),
+            (cx - 1.1 * w, cy + 1.05 * w, cx + 1.1 * w, frame_height)]
+
+
+def covered_fraction(box: np.ndarray, covers: list[tuple[float, float, float, float]]) -> float:
+    """Fraction of ``box`` hidden under the union of ``covers`` (rasterised at one-pixel resolution)."""
+    x1, y1, x2, y2 = (round(float(v)) for v in box)
+    if x2 <= x1 or y2 <= y1 or not covers:
+        return 0.0
+    hidden = np.zeros((y2 - y1, x2 - x1), bool)
+    for cx1, cy1, cx2, cy2 in covers:
+        a, b = max(int(cx1) - x1, 0), min(int(cx2) - x1, x2 - x1)
+        c, d = max(int(cy1) - y1, 0), min(int(cy2) - y1, y2 - y1)
+        if a < b and c < d:
+            hidden[c:d, a:b] = True
+    return float(hidden.mean())
+
+
 def draw_face(frame: np.ndarray, state: FaceState, look: Appearance, mask: np.ndarray) -> np.ndarray:
     """Composite the degraded face into ``frame`` (in place); returns the crop→frame matrix."""
     matrix = crop_to_frame(state)

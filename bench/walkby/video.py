@@ -22,7 +22,16 @@ import av
 import cv2
 import numpy as np
 
-from bench.walkby.render import Appearance, draw_body, draw_face, face_mask, truth_box, truth_landmarks
+from bench.walkby.render import (
+    Appearance,
+    body_boxes,
+    covered_fraction,
+    draw_body,
+    draw_face,
+    face_mask,
+    truth_box,
+    truth_landmarks,
+)
 from bench.walkby.scene import Lighting, SensorNoise, draw_pillar, make_pillar, render_background
 from bench.walkby.walker import Camera, Walk
 
@@ -128,7 +137,7 @@ def render_video(spec: VideoSpec, pool: IdentityPool, texture: np.ndarray, out: 
     truth = {w.person: {"person": w.person, "identity": w.identity, "photos": [Path(p).name for p in w.photos],
                         "start_s": w.start_s, "end_s": min(w.end_s, length_s), "frames": [], "boxes": [],
                         "landmarks": [], "size_px": [], "motion_px": [], "defocus_px": [], "gain": [],
-                        "jpeg_quality": [], "occlusion": []} for w in walks}
+                        "jpeg_quality": [], "occlusion": [], "covered": []} for w in walks}
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp.mp4")
     occupied = 0
@@ -142,6 +151,7 @@ def render_video(spec: VideoSpec, pool: IdentityPool, texture: np.ndarray, out: 
             states = sorted(((w, w.state(t)) for w in walks if w.active(t)), key=lambda ws: -ws[1].depth_m)
             pillar_drawn = False
             visible = False
+            boxes = {}
             for walk, state in states:
                 if not pillar_drawn and state.depth_m < pillar.depth:
                     draw_pillar(frame, pillar)
@@ -149,6 +159,7 @@ def render_video(spec: VideoSpec, pool: IdentityPool, texture: np.ndarray, out: 
                 draw_body(frame, state, looks[walk.person])
                 matrix = draw_face(frame, state, looks[walk.person], mask)
                 box = truth_box(matrix)
+                boxes[walk.person] = box
                 if box[2] <= 0 or box[0] >= spec.width or box[3] <= 0 or box[1] >= spec.height:
                     continue
                 visible = True
@@ -162,6 +173,14 @@ def render_video(spec: VideoSpec, pool: IdentityPool, texture: np.ndarray, out: 
                 record["gain"].append(round(state.gain, 3))
                 record["jpeg_quality"].append(state.jpeg_quality)
                 record["occlusion"].append(round(state.occlusion, 3))
+            for walk, state in states:  # what nearer walkers and the pillar hide of each face
+                if not truth[walk.person]["frames"] or truth[walk.person]["frames"][-1] != index:
+                    continue  # not in view in this frame
+                covers = [b for _, nearer in states if nearer.depth_m < state.depth_m
+                          for b in body_boxes(nearer, spec.height)]
+                if state.depth_m > pillar.depth:
+                    covers.append((pillar.x1, 0, pillar.x2, spec.height))
+                truth[walk.person]["covered"].append(round(covered_fraction(boxes[walk.person], covers), 3))
             if not pillar_drawn:
                 draw_pillar(frame, pillar)
             occupied += visible
