@@ -336,7 +336,7 @@ def main() -> None:
             lost = sorted(set(tracking.never_published) - set(other_tracking.never_published))
             compare = []
             for name, fn in embed.items():
-                gate_only = evaluate(other_tracking.tracks, fn, gallery)["gate"]
+                gate_only = evaluate(other_tracking.tracks, fn, gallery, gate_only=True)["gate"]
                 compare.append(f"{name} rank-1 {results[name]['gate'].rank1:.3f} (on) vs {gate_only.rank1:.3f} (off)")
             lines.append(f"motion gating on vs off: {'; '.join(compare)}; never published "
                          f"{len(tracking.never_published)} vs {len(other_tracking.never_published)}; people lost to "

@@ -65,23 +65,27 @@ class Scores:
 
 
 def evaluate(tracks: list[PublishedTrack], embed: Callable[[np.ndarray], np.ndarray],
-             gallery: dict[str, np.ndarray]) -> dict[str, Scores]:
+             gallery: dict[str, np.ndarray], gate_only: bool = False) -> dict[str, Scores]:
     """Rank-1 and mean genuine similarity of the gate, every rule and the oracle, on the same tracks.
 
-    ``gallery``: identity → enrolment crop (aligned 112×112 BGR); ``embed``: crops → unit vectors.
+    ``gallery``: identity → enrolment crop (aligned 112×112 BGR); ``embed``: crops → unit vectors;
+    ``gate_only``: the gate's faces only (no candidates embedded).
     """
     if not tracks:
         return {}
     names = sorted(gallery)
     gallery_vectors = embed(np.stack([gallery[n] for n in names]))
-    crops = [t.face for t in tracks] + [c.crop for t in tracks for c in t.candidates]
+    crops = [t.face for t in tracks] + ([] if gate_only else [c.crop for t in tracks for c in t.candidates])
     vectors = embed(np.stack(crops))
     similarity = vectors @ gallery_vectors.T
     own = np.array([names.index(t.identity) for t in tracks])
     gate_sim = similarity[: len(tracks)]
     results: dict[str, list[tuple[bool, float]]] = {k: [] for k in ("gate", *BASELINES, "oracle")}
+    if gate_only:
+        results = {"gate": [(bool(gate_sim[i].argmax() == own[i]), float(gate_sim[i, own[i]]))
+                            for i in range(len(tracks))]}
     row = len(tracks)
-    for i, track in enumerate(tracks):
+    for i, track in enumerate([] if gate_only else tracks):
         sims = similarity[row: row + len(track.candidates)]
         row += len(track.candidates)
         correct = sims.argmax(axis=1) == own[i]

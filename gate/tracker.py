@@ -85,7 +85,7 @@ class Tracker:
         self.tracks: dict[int, Track] = {}
         self._next_id = first_id
 
-    def _associate(self, track_ids: list[int], boxes: np.ndarray, det_indices: np.ndarray,
+    def _associate(self, track_ids: list[int], boxes: np.ndarray, det_indices: np.ndarray | list[int],
                    ts: float) -> tuple[list[tuple[int, int]], list[int], list[int]]:
         if not track_ids or len(det_indices) == 0:
             return [], list(track_ids), list(det_indices)
@@ -124,12 +124,20 @@ class Tracker:
         boxes = faces.boxes_px.astype(np.float64)
         high = np.nonzero(faces.scores >= self.high_score)[0]
         low = np.nonzero(faces.scores < self.high_score)[0]
-        pairs, unmatched_tracks, unmatched_high = self._associate(list(self.tracks), boxes, high, ts)
-        second, unmatched_tracks, _ = self._associate(unmatched_tracks, boxes, low, ts)
-        third, unmatched_tracks, unmatched_high = self._associate_by_distance(unmatched_tracks, boxes,
-                                                                              unmatched_high, ts)
+        # Confirmed tracks choose first: a face seen once must not take the detection of an established
+        # track whose face is passing over the spot where it was seen (paths crossing).
+        confirmed = [t for t, track in self.tracks.items() if track.hits >= 2]
+        tentative = [t for t, track in self.tracks.items() if track.hits < 2]
+        pairs, unmatched_confirmed, unmatched_high = self._associate(confirmed, boxes, high, ts)
+        tentative_pairs, unmatched_tentative, unmatched_high = self._associate(tentative, boxes, unmatched_high, ts)
+        second, unmatched_tracks, _ = self._associate(unmatched_confirmed + unmatched_tentative, boxes, low, ts)
+        third_confirmed, rest_confirmed, unmatched_high = self._associate_by_distance(
+            [t for t in unmatched_tracks if t in unmatched_confirmed], boxes, unmatched_high, ts)
+        third_tentative, rest_tentative, unmatched_high = self._associate_by_distance(
+            [t for t in unmatched_tracks if t not in unmatched_confirmed], boxes, unmatched_high, ts)
+        unmatched_tracks = rest_confirmed + rest_tentative
         matched: list[tuple[Track, int]] = []
-        for track_id, det in pairs + second + third:
+        for track_id, det in pairs + tentative_pairs + second + third_confirmed + third_tentative:
             track = self.tracks[track_id]
             track.update(boxes[det], ts)
             matched.append((track, det))

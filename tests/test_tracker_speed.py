@@ -51,3 +51,20 @@ def test_distance_matching_does_not_join_faces_of_very_different_size_or_far_apa
     update = tracker.update(_faces([_box(300 + 80 * 4, 300, 80)]), 0.2)  # 4 widths in 0.2 s: 20 widths/s
     assert len(update.started) == 1
 
+
+
+def test_a_face_seen_once_does_not_take_the_track_of_a_face_passing_over_it():
+    # A walks right fast; B appears ahead of A walking left, is hidden behind A for one detection, and
+    # reappears left of where A now is, while A stands where B was first seen (what swapped tracks before).
+    tracker = Tracker()
+    a_ids, b_ids = set(), set()
+    for k, x in enumerate([860, 950, 1030]):
+        a_ids |= {t.track_id for t, _ in tracker.update(_faces([[x, 140, x + 75, 237]]), k * 0.2).matched}
+    update = tracker.update(_faces([[1100, 133, 1170, 223], [1226, 141, 1282, 213]]), 0.6)
+    a_ids |= {t.track_id for t, d in update.matched if d == 0}
+    b_ids |= {t.track_id for t, d in update.matched if d == 1}
+    tracker.update(_faces([[1161, 129, 1228, 216]]), 0.8)  # B hidden behind A
+    update = tracker.update(_faces([[1210, 134, 1274, 216], [1160, 150, 1221, 227]]), 1.0)
+    a_ids |= {t.track_id for t, d in update.matched if d == 0}
+    b_ids |= {t.track_id for t, d in update.matched if d == 1}
+    assert len(a_ids) == 1 and len(b_ids) == 1 and a_ids != b_ids

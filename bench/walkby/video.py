@@ -1,7 +1,8 @@
 """Plan, render and encode one walk-by video, with its ground truth.
 
 ``plan_walks`` decides who walks when: ``crowd`` keeps two to four people in view at once
-(paths cross, people enter and leave), ``sparse`` sends one or two at a time with empty
+(paths cross, people enter and leave) with a lull of an empty scene every 6 to 10 walkers,
+``sparse`` sends one or two at a time with empty
 scene between them (people in view about ``occupancy`` of the time), ``empty`` sends
 nobody. ``render_video`` draws every frame (walkers far to near, the pillar in front of
 those behind it, then lighting and sensor noise) and encodes H.264 with PyAV's libx264,
@@ -48,6 +49,7 @@ class VideoSpec:
     fps: int = 25
     schedule: str = "crowd"  # crowd | sparse | empty
     walkbys: int = 10  # crowd: how many walk past
+    lulls: bool = True  # crowd: every 6 to 10 walkers, the scene empties for 3 to 8 s (motion gating matters)
     duration_s: float = 60.0  # sparse and empty: video length
     occupancy: float = 0.25  # sparse: fraction of the time someone is in view
     first_arrival_s: float = 0.5
@@ -93,7 +95,11 @@ def plan_walks(spec: VideoSpec, pool: IdentityPool, rng: np.random.Generator, ca
 
     if spec.schedule == "crowd":
         t, step = spec.first_arrival_s, 0.1
+        next_lull = int(rng.integers(6, 11))
         while len(walks) < spec.walkbys:
+            if spec.lulls and len(walks) >= next_lull:
+                t = max(w.end_s for w in walks) + float(rng.uniform(3.0, 8.0))
+                next_lull += int(rng.integers(6, 11))
             active = sum(1 for w in walks if w.start_s <= t < w.end_s)
             if active < 2 or (active < 4 and rng.random() < step / 2.5):
                 spawn(t)
