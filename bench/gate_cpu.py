@@ -126,6 +126,15 @@ def walkby_scene(scene: str, seconds: float, target_dir: Path) -> tuple[Path, di
     return video, truth
 
 
+def window_occupancy(truth: dict, warmup: float, seconds: float, connect_s: float = 1.5) -> float:
+    """Fraction of the measured window with someone in view (the stream starts when a process connects,
+    about ``connect_s`` after it starts)."""
+    first = int((warmup - connect_s) * truth["fps"])
+    last = int((warmup + seconds - connect_s) * truth["fps"])
+    seen = {f for w in truth["walkers"] for f in w["frames"] if first <= f < last}
+    return len(seen) / max(1, last - first)
+
+
 def parse_settings(items: list[str]) -> dict:
     """``SECTION.KEY=VALUE`` (nested keys allowed) → a nested dict for the YAML config."""
     import yaml
@@ -183,9 +192,10 @@ def main() -> None:
                                        cache_root() / "bench" / f"woman_1080p25_{video_s:.0f}s.mp4", video_s)
             notes[scene] = "the sample video's face in every frame"
         else:
-            videos[scene], truth = walkby_scene(scene, video_s, cache_root() / "bench" / "walkby")
+            videos[scene], truth = walkby_scene(scene, max(120.0, video_s), cache_root() / "bench" / "walkby")
             notes[scene] = (f"{len(truth['walkers'])} walk-bys, someone in view {truth['occupancy']:.0%} of the "
-                            f"video, noise σ {truth['noise_sigma']}, lighting ±12%")
+                            f"video and about {window_occupancy(truth, args.warmup, args.seconds):.0%} of the "
+                            f"window, noise σ {truth['noise_sigma']}, lighting ±12%")
     rtsp = start_rtsp({scene: path for scene, path in videos.items()})
     work = Path(tempfile.mkdtemp(prefix="facegate-bench-"))
     redis_server = start_redis(work / "redis")

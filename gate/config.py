@@ -69,7 +69,7 @@ class MotionConfig(_Section):
     threshold: float = Field(default=15.0, gt=0, le=255, description="grey levels a pixel must change by")
     min_area: float = Field(default=0.0005, gt=0, lt=1, description="fraction of the image that must change")
     alpha: float = Field(default=0.05, gt=0, le=1, description="background learning rate per analysed frame")
-    idle_detect_s: float = Field(default=2.0, gt=0, description="detect at least this often regardless of motion")
+    idle_detect_s: float = Field(default=5.0, gt=0, description="detect at least this often regardless of motion")
 
 
 class DetectionConfig(_Section):

@@ -90,8 +90,8 @@ def test_frame_gray_copy_matches_the_colour_frame(media_dir):
     stop.set()
     gray = frame.gray_at(GRAY_WIDTH)
     assert gray.shape == (180, GRAY_WIDTH) and gray.dtype == np.uint8
-    reference = _gray(frame.image)
-    assert float(np.abs(gray.astype(np.float32) - reference).mean()) < 3.0
+    reference = _gray(frame.image)  # the luma plane is in video range (16..235): compare shapes, not levels
+    assert np.corrcoef(gray.ravel(), reference.ravel())[0, 1] > 0.98
     assert source.unpaced
 
 
@@ -134,8 +134,9 @@ def test_gate_skips_an_empty_scene_and_detects_a_person_walking_in(walk_in_video
     slots = worker.detections + worker.motion_skipped  # frames at the detection rate (5/s)
     assert slots >= 0.9 * truth["frames"] / 5
     empty_s = walker["start_s"]  # the walk starts outside the view
-    # In the empty part only the first frame and one every idle_detect_s (2 s) are detected.
-    assert worker.motion_skipped >= empty_s * 5 - (empty_s / 2 + 1) - 1
+    # In the empty part only the first frame and one every idle_detect_s are detected.
+    idle_s = config.detection.motion.idle_detect_s
+    assert worker.motion_skipped >= empty_s * 5 - (empty_s / idle_s + 1) - 1
     assert worker.detections >= (truth["frames"] / truth["fps"] - first_seen_s) * 5 * 0.5
     with EventSubscriber(redis_server.url, group="t", consumer="t") as subscriber:
         events = [e for _, e in subscriber.read(count=100, block_ms=2000)]
