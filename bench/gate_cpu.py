@@ -1,9 +1,10 @@
 """Benchmark: CPU cost of the full gate relative to decoding alone, one 1080p25 RTSP camera.
 
-Serves a 1080p25 H.264 file with the test RTSP server, then runs each as its own process
-and measures its user + system CPU seconds (``/proc/PID/stat``, all threads) over the same
-steady-state window of ``--seconds``, after ``--warmup`` seconds (imports, model loading,
-RTSP connect):
+Serves a 1080p25 H.264 file with the test RTSP server, then runs these side by side, each
+its own process and a client of the same live stream, and measures each one's user +
+system CPU seconds (``/proc/PID/stat``, all threads) over the same steady-state window of
+``--seconds``, after ``--warmup`` seconds (imports, model loading, RTSP connect); side by
+side, a machine shared with other work loads them alike:
 
   (a) decoding alone: the gate's own source code path (PyAV, same settings), every frame
       decoded and none converted: the gate converts only the frames it detects on;
@@ -93,17 +94,24 @@ def _cpu_now(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 
-def cpu_seconds(cmd: list[str], warmup: float, window: float, env: dict) -> float:
-    """CPU seconds ``cmd`` spends in ``window`` seconds after ``warmup`` seconds."""
-    process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+def cpu_seconds(cmds: list[list[str]], warmup: float, window: float, env: dict) -> list[float]:
+    """CPU seconds each of ``cmds``, run side by side, spends in the same ``window`` after ``warmup`` seconds.
+
+    Side by side, as clients of the same live stream: whatever else loads the machine loads
+    all of them alike, so their ratios hold on a busy machine (their absolute values do not).
+    """
+    processes = [subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+                 for cmd in cmds]
     try:
-        time.sleep(warmup)  # the measured process runs meanwhile; nothing to synchronise on
-        start = _cpu_now(process.pid)
+        time.sleep(warmup)  # the measured processes run meanwhile; nothing to synchronise on
+        start = [_cpu_now(p.pid) for p in processes]
         time.sleep(window)
-        used = _cpu_now(process.pid) - start
+        used = [_cpu_now(p.pid) - s for p, s in zip(processes, start, strict=True)]
     finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(60)
+        for process in processes:
+            process.send_signal(signal.SIGTERM)
+        for process in processes:
+            process.wait(60)
     return used
 
 
@@ -206,30 +214,27 @@ def main() -> None:
         run_for = str(args.warmup + args.seconds + 30)
         for scene in scenes:
             url = rtsp.url(scene)
-            rows = results.setdefault(scene, [])
+            runs: list[tuple[str, list[str]]] = [("decode alone", [sys.executable, "-c", DECODE_ONLY, url, run_for])]
 
-            def gate(label: str, extra: dict | None = None, url: str = url, rows: list = rows) -> float:
-                config = merged({"cameras": [{"name": "cam", "url": url}], "detection": {"fps": 5}},
-                                merged(settings, extra or {}))
-                path = work / "gate.yaml"
+            def gate(label: str, extra: dict | None = None, url: str = url, runs: list = runs) -> None:
+                prefix = f"run{len(runs)}:"
+                config = merged({"cameras": [{"name": "cam", "url": url}], "detection": {"fps": 5},
+                                 "redis": {"prefix": prefix}}, merged(settings, extra or {}))
+                path = work / f"gate{len(runs)}.yaml"
                 path.write_text(yaml.safe_dump(config))
-                redis_server.client().delete("facegate:events")
-                used = cpu_seconds([sys.executable, "-m", "gate.cli", "run", "--config", str(path), "--redis",
-                                    redis_server.url], args.warmup, args.seconds, env)
-                rows.append((label, used))
-                return used
+                runs.append((label, [sys.executable, "-m", "gate.cli", "run", "--config", str(path), "--redis",
+                                     redis_server.url]))
 
-            decode = cpu_seconds([sys.executable, "-c", DECODE_ONLY, url, run_for], args.warmup, args.seconds, env)
-            rows.append(("decode alone", decode))
             if args.breakdown:
-                converted = cpu_seconds([sys.executable, "-c", DECODE_ONLY, url, run_for, "convert"], args.warmup,
-                                        args.seconds, env)
-                rows.append(("decode + BGR 640 px, every frame", converted))
+                runs.append(("decode + BGR 640 px, every frame", [sys.executable, "-c", DECODE_ONLY, url, run_for,
+                                                                   "convert"]))
                 gate("gate, detection only (no scoring)", {"bestshot": {"min_face_px": 100000}})
             if args.compare_motion:
                 gate("gate, motion gating off", {"detection": {"motion": {"enabled": False}}})
             gate("full gate")
-            events[scene] = redis_server.client().xlen("facegate:events")
+            used = cpu_seconds([cmd for _, cmd in runs], args.warmup, args.seconds, env)
+            results[scene] = [(label, cpu) for (label, _), cpu in zip(runs, used, strict=True)]
+            events[scene] = redis_server.client().xlen(f"run{len(runs) - 1}:events")
     finally:
         rtsp.stop()
         redis_server.stop()

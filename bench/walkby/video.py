@@ -110,8 +110,10 @@ def plan_walks(spec: VideoSpec, pool: IdentityPool, rng: np.random.Generator, ca
             group = [spawn(t)]
             if rng.random() < 0.4:
                 group.append(spawn(t + rng.uniform(0.3, 1.5)))
-            busy_until = max(w.end_s for w in group)
-            t = busy_until + (busy_until - t) * (1 - spec.occupancy) / spec.occupancy * rng.uniform(0.6, 1.4)
+            spans = [w.visible_span() for w in group]
+            seen_from, seen_until = min(a for a, _ in spans), max(b for _, b in spans)
+            gap = (seen_until - seen_from) * (1 - spec.occupancy) / spec.occupancy * rng.uniform(0.6, 1.4)
+            t += (seen_until + gap) - seen_from  # the next group comes into view ``gap`` after this one left
     elif spec.schedule != "empty":
         raise ValueError(f"unknown schedule {spec.schedule!r} (crowd, sparse, empty)")
     return walks

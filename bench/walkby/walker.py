@@ -140,6 +140,18 @@ class Walk:
     def active(self, t: float) -> bool:
         return self.start_s <= t <= self.end_s
 
+    def visible_span(self, step_s: float = 0.1) -> tuple[float, float]:
+        """First and last time the face is at least partly inside the frame (the walk starts and ends outside)."""
+        times = np.arange(self.start_s, self.end_s, step_s)
+        inside = []
+        for t in times:
+            cx, cy, size, _ = self._image(float(t))
+            half_w, half_h = size / 2, size * 0.65
+            inside.append(cx + half_w > 0 and cx - half_w < self.camera.width and cy + half_h > 0
+                          and cy - half_h < self.camera.height)
+        seen = times[np.nonzero(inside)[0]]
+        return (float(seen[0]), float(seen[-1])) if len(seen) else (self.start_s, self.start_s)
+
     def state(self, t: float) -> FaceState:
         u = t - self.start_s
         cx, cy, size, z = self._image(t)
