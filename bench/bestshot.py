@@ -15,7 +15,7 @@ Protocol:
   and update intervals follow video time), and a file read faster than real time waits
   for the scorer instead of dropping crops (``ScoringQueue.submit(wait=True)``); dropped
   crops are counted and printed;
-- every scored candidate is recorded through the scoring queue's ``observer`` hook, so the
+- every scored candidate is recorded through the scoring queue's ``observers`` hook, so the
   rules (:mod:`bench.selection_rules`) choose among exactly the faces the gate chose from;
   all faces (the gate's and the rules') go through the same JPEG encoding as a published
   face;
@@ -121,7 +121,7 @@ def run_gate(videos: list[Path], redis_url: str, motion: bool, model: str | None
     config = gate_config(videos, motion, model, prefix, settings or [])
     gate = Gate(config, redis_url)
     recorder = CandidateRecorder(config.bestshot.face_jpeg_max_bytes)
-    gate.scoring.observer = recorder
+    gate.scoring.observers.append(recorder)
     stop = threading.Event()
     runner = threading.Thread(target=gate.run, args=(stop,), name="gate", daemon=True)
     total = 0

@@ -8,9 +8,13 @@ measured window:
 - no crop was dropped by the scorer and no event by the bus;
 - every camera decoded at least 98% of its frames (a gate that cannot keep up falls
   behind the live stream);
-- p99 of frame → event latency is under ``--p99`` seconds (``new`` and ``update`` events:
-  XADD time from the entry id minus the event's frame time; ``end`` events carry an older
-  best frame by design).
+- p99 of the pipeline's frame → event delay is under ``--p99`` seconds: from a face's
+  frame time to its quality score (detection, scoring queue, scoring; the event is written
+  right after), the gate's ``facegate_frame_to_score_seconds`` histogram. The delay of the
+  events themselves (XADD time minus the event's best-frame time, ``new`` and ``update``)
+  is printed too, but it also holds the best-shot policy's deliberate waits: a ``new``
+  event waits for the track's second hit and may carry a best frame scored 0.4 s before
+  it, an ``update`` waits out ``update_interval_s``; those are settings, not capacity.
 
 Scenes: ``mixed`` (default) is the walk-by scene of ``bench/gate_cpu.py --scene mixed``:
 1920×1080, 25 fps, people in view about a quarter of the time; each camera plays it from
@@ -62,6 +66,33 @@ def cpu_s(pid: int) -> float:
 def metric(text: str, name: str, label: str | None = None) -> float:
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
                if line.startswith(name) and (label is None or label in line))
+
+
+def histogram(text: str, name: str) -> dict[float, float]:
+    """Cumulative bucket counts ``le → count`` of a Prometheus histogram in exposition text."""
+    buckets = {}
+    for line in text.splitlines():
+        if line.startswith(f"{name}_bucket{{"):
+            bound = line.split('le="', 1)[1].split('"', 1)[0]
+            buckets[float("inf") if bound == "+Inf" else float(bound)] = float(line.rsplit(" ", 1)[1])
+    return buckets
+
+
+def quantile(buckets: dict[float, float], q: float) -> float:
+    """The q-quantile from cumulative buckets, linear within a bucket (as Prometheus' histogram_quantile)."""
+    bounds = sorted(buckets)
+    total = buckets[bounds[-1]] if bounds else 0.0
+    if total <= 0:
+        return float("nan")
+    target, previous_bound, previous_count = q * total, 0.0, 0.0
+    for bound in bounds:
+        if buckets[bound] >= target:
+            if bound == float("inf"):
+                return previous_bound
+            share = (target - previous_count) / max(buckets[bound] - previous_count, 1e-9)
+            return previous_bound + (bound - previous_bound) * share
+        previous_bound, previous_count = bound, buckets[bound]
+    return previous_bound
 
 
 def scrape(port: int) -> str:
@@ -121,18 +152,22 @@ class Step:
     cameras: int
     decoded_share: float  # worst camera: frames decoded / frames the stream sent in the window
     dropped: float
-    p50_s: float
+    p50_s: float  # pipeline: frame → score
     p99_s: float
+    within_limit: float  # share of scored faces within the p99 limit (a histogram bucket bound)
+    event_p50_s: float  # events: XADD − best frame time, new and update (policy waits included)
+    event_p99_s: float
     events: int
     cpu_cores: float
     rss_start: float
     rss_end: float
 
     def passed(self, p99_limit: float) -> bool:
-        return self.dropped == 0 and self.decoded_share >= MIN_DECODED and self.p99_s < p99_limit
+        return self.dropped == 0 and self.decoded_share >= MIN_DECODED and self.p99_s < p99_limit \
+            and self.within_limit >= 0.99
 
 
-def run_step(scene: str, cameras: int, minutes: float, warmup: float) -> Step:
+def run_step(scene: str, cameras: int, minutes: float, warmup: float, p99_limit: float) -> Step:
     from gate.schema import Event
     from tests.support.servers import free_port, start_redis, start_rtsp
 
@@ -170,7 +205,11 @@ def run_step(scene: str, cameras: int, minutes: float, warmup: float) -> Step:
     dropped = sum(metric(after, name) - metric(before, name)
                   for name in ("facegate_scoring_dropped_total", "facegate_bus_dropped_total"))
     nan = float("nan")
-    return Step(cameras, min(decoded) / expected, dropped,
+    start_buckets = histogram(before, "facegate_frame_to_score_seconds")
+    buckets = {b: c - start_buckets.get(b, 0.0) for b, c in histogram(after, "facegate_frame_to_score_seconds").items()}
+    scored = buckets.get(float("inf"), 0.0)
+    within = max((c for b, c in buckets.items() if b <= p99_limit), default=0.0) / scored if scored else 0.0
+    return Step(cameras, min(decoded) / expected, dropped, quantile(buckets, 0.5), quantile(buckets, 0.99), within,
                 latencies[len(latencies) // 2] if latencies else nan,
                 latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] if latencies else nan,
                 len(entries), (cpu_after - cpu_before) / window, rss_start, rss_end)
@@ -189,15 +228,16 @@ def main() -> None:
     cores = os.cpu_count() or 1
     print(f"scene {args.scene}, {cores} cores, {args.minutes:g} min per step after {args.warmup:.0f} s warm-up; "
           f"load before: {os.getloadavg()[0]:.1f}")
-    print(f"{'cameras':>7} {'decoded':>8} {'dropped':>7} {'p50 s':>6} {'p99 s':>6} {'events':>6} {'cores':>6} "
-          f"{'RSS MiB':>13}  pass")
+    print("pipeline = frame → score (p50, p99); events = XADD − best frame, new/update (policy waits included)")
+    print(f"{'cameras':>7} {'decoded':>8} {'dropped':>7} {'pipeline s':>13} {'events s':>13} {'events':>6} "
+          f"{'cores':>6} {'RSS MiB':>13}  pass")
     best: Step | None = None
     for count in steps:
-        step = run_step(args.scene, count, args.minutes, args.warmup)
+        step = run_step(args.scene, count, args.minutes, args.warmup, args.p99)
         ok = step.passed(args.p99)
         print(f"{step.cameras:7d} {step.decoded_share:8.1%} {step.dropped:7.0f} {step.p50_s:6.3f} {step.p99_s:6.3f} "
-              f"{step.events:6d} {step.cpu_cores:6.2f} {step.rss_start:6.0f}→{step.rss_end:<6.0f}  "
-              f"{'yes' if ok else 'no'}", flush=True)
+              f"{step.event_p50_s:6.3f} {step.event_p99_s:6.3f} {step.events:6d} {step.cpu_cores:6.2f} "
+              f"{step.rss_start:6.0f}→{step.rss_end:<6.0f}  {'yes' if ok else 'no'}", flush=True)
         if ok:
             best = step
         elif not args.all_steps:

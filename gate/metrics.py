@@ -32,6 +32,10 @@ class GateMetrics:
                                            ["camera"], buckets=LATENCY_BUCKETS, registry=self.registry)
         self.scoring_seconds = Histogram("facegate_scoring_seconds", "Quality scoring time per batch",
                                          buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.frame_to_score_seconds = Histogram("facegate_frame_to_score_seconds",
+                                                "From a face's frame time to its quality score (detection, queue "
+                                                "and scoring: the pipeline's own delay, without the best-shot "
+                                                "policy's waits)", buckets=LATENCY_BUCKETS, registry=self.registry)
         self.frame_to_event_seconds = Histogram("facegate_frame_to_event_seconds",
                                                 "From the best frame's time to its XADD", buckets=LATENCY_BUCKETS,
                                                 registry=self.registry)

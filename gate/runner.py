@@ -54,7 +54,8 @@ class Gate:
         self.scorer = QualityScorer(config.quality.model, config.quality.backend, config.quality.batch_size,
                                     threads=config.quality.threads or None)
         self.metrics = GateMetrics()
-        self.scoring = ScoringQueue(self._timed_score, config.quality.queue_size, config.quality.batch_size)
+        self.scoring = ScoringQueue(self._timed_score, config.quality.queue_size, config.quality.batch_size,
+                                    [self._observe_latency])
         self.bus.on_event_written = self.metrics.frame_to_event_seconds.observe
         self.metrics_server = serve(self, config.metrics_port, config.metrics_host) \
             if config.metrics_port is not None else None
@@ -62,6 +63,9 @@ class Gate:
         self._specs: dict[str, CameraConfig] = {}
         self.leases = LeaseManager(self.client, self.keys, self.worker_id, config.scaleout.lease_s) \
             if config.scaleout.enabled else None
+
+    def _observe_latency(self, job, quality: float) -> None:
+        self.metrics.frame_to_score_seconds.observe(time.time() - job.sample.ts)
 
     def _timed_score(self, crops):
         with self.metrics.scoring_seconds.time():

@@ -39,10 +39,11 @@ class ScoringQueue:
     """Bounded FIFO of score jobs and end markers, drained by one scorer thread."""
 
     def __init__(self, score: Callable[[np.ndarray], np.ndarray], capacity: int = 256, batch_size: int = 32,
-                 observer: Callable[[ScoreJob, float], None] | None = None) -> None:
+                 observers: list[Callable[[ScoreJob, float], None]] | None = None) -> None:
         self._score = score
-        # Sees every scored crop with its quality (benchmarks record the candidates the gate chose from); None: no cost.
-        self.observer = observer
+        # Each sees every scored crop with its quality: the gate's latency metric; benchmarks record the
+        # candidates the gate chose from. None registered: no cost.
+        self.observers = list(observers or [])
         self.capacity, self.batch_size = capacity, batch_size
         self._items: deque[ScoreJob | EndJob] = deque()
         self._jobs = 0
@@ -112,9 +113,9 @@ class ScoringQueue:
                     self.scored += len(jobs)
                     for job, value in zip(jobs, scores, strict=True):
                         job.shot.on_scored(job.sample, float(value))
-                        if self.observer is not None:
+                        for observer in self.observers:
                             try:
-                                self.observer(job, float(value))
+                                observer(job, float(value))
                             except Exception:
                                 log.exception("scoring observer failed")
             for item in taken:

@@ -70,7 +70,7 @@ def test_a_full_queue_waits_for_unpaced_files_and_drops_for_live_cameras(wait):
     scorer = QualityScorer(batch_size=4)
     seen: list[tuple[float, float]] = []
     queue = ScoringQueue(scorer.score, capacity=4, batch_size=4,
-                         observer=lambda job, quality: seen.append((job.sample.ts, quality)))
+                         observers=[lambda job, quality: seen.append((job.sample.ts, quality))])
     shot = BestShot("cam", BestShotConfig(), 2, "m@1", lambda event: None)
     jobs = _jobs(shot, 40)
     submitter = threading.Thread(target=lambda: [queue.submit(job, wait=wait) for job in jobs])
