@@ -26,7 +26,7 @@ import numpy as np
 
 from bench.walkby.video import IdentityPool, VideoSpec, render_video
 
-GENERATOR_VERSION = 4  # bump when rendering changes, so cached videos are remade
+GENERATOR_VERSION = 5  # bump when rendering changes, so cached videos are remade
 GALLERY_CANDIDATES = 40  # the enrolment photo is chosen among this many photos of each person
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 

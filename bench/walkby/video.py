@@ -6,7 +6,7 @@
 scene between them (people in view about ``occupancy`` of the time), ``empty`` sends
 nobody. ``render_video`` draws every frame (walkers far to near, the pillar in front of
 those behind it, then lighting and sensor noise) and encodes H.264 with PyAV's libx264,
-as a camera would (2 s GOP, no B-frames). The ground truth per walker is the time span,
+as a camera would (rate-capped, 2 s GOP, no B-frames). The ground truth per walker is the time span,
 and per frame the face box, landmarks and the degradation strengths; it is written as
 JSON beside the video.
 """
@@ -54,7 +54,7 @@ class VideoSpec:
     occupancy: float = 0.25  # sparse: fraction of the time someone is in view
     first_arrival_s: float = 0.5
     max_face_px: float = 200.0  # the nearest point of each walk gives a face of 70..max_face_px
-    crf: int | None = None  # None: drawn per video from 21..32
+    bitrate_kbps: int | None = None  # None: drawn per video, 0.8..3 Mbit/s at 720p (scaled by pixel count)
     noise_sigma: float | None = None  # None: drawn per video from 1.5..4
     lighting_amplitude: float = 0.12
 
@@ -139,7 +139,8 @@ def render_video(spec: VideoSpec, pool: IdentityPool, texture: np.ndarray, out: 
     lighting = Lighting(rng, spec.lighting_amplitude)
     noise_sigma = spec.noise_sigma if spec.noise_sigma is not None else float(rng.uniform(1.5, 4.0))
     noise = SensorNoise(rng, spec.width, spec.height, noise_sigma)
-    crf = spec.crf if spec.crf is not None else int(rng.integers(21, 33))
+    pixels = spec.width * spec.height / (1280 * 720)
+    bitrate_kbps = spec.bitrate_kbps or int(rng.uniform(800, 3000) * pixels)
     mask = face_mask()
     looks = {w.person: Appearance(rng, [cv2.imread(p, cv2.IMREAD_COLOR) for p in w.photos]) for w in walks}
     truth = {w.person: {"person": w.person, "identity": w.identity, "photos": [Path(p).name for p in w.photos],
@@ -152,7 +153,10 @@ def render_video(spec: VideoSpec, pool: IdentityPool, texture: np.ndarray, out: 
     with av.open(str(tmp), "w") as container:
         stream = container.add_stream("libx264", rate=spec.fps)
         stream.width, stream.height, stream.pix_fmt = spec.width, spec.height, "yuv420p"
-        stream.options = {"preset": "veryfast", "crf": str(crf), "g": str(2 * spec.fps), "bf": "0"}
+        # Rate-capped like a camera's encoder: a busy or noisy scene costs quality, not bits.
+        stream.bit_rate = bitrate_kbps * 1000
+        stream.options = {"preset": "veryfast", "maxrate": f"{bitrate_kbps}k", "bufsize": f"{2 * bitrate_kbps}k",
+                          "g": str(2 * spec.fps), "bf": "0"}
         for index in range(frames):
             t = index / spec.fps
             frame = background.copy()
@@ -203,8 +207,8 @@ def render_video(spec: VideoSpec, pool: IdentityPool, texture: np.ndarray, out: 
             container.mux(packet)
     tmp.replace(out)
     result = {"video": out.name, "seed": spec.seed, "width": spec.width, "height": spec.height, "fps": spec.fps,
-              "frames": frames, "schedule": spec.schedule, "crf": crf, "noise_sigma": round(noise_sigma, 2),
-              "occupancy": round(occupied / max(frames, 1), 3),
+              "frames": frames, "schedule": spec.schedule, "bitrate_kbps": bitrate_kbps,
+              "noise_sigma": round(noise_sigma, 2), "occupancy": round(occupied / max(frames, 1), 3),
               "pillar": [pillar.x1, pillar.x2], "walkers": [truth[w.person] for w in walks]}
     out.with_suffix(".json").write_text(json.dumps(result))
     return result
