@@ -223,8 +223,9 @@ def main() -> None:
             url = rtsp.url(scene)
             runs: list[tuple[str, list[str]]] = [("decode alone", [sys.executable, "-c", DECODE_ONLY, url, run_for])]
 
-            def gate(label: str, extra: dict | None = None, url: str = url, runs: list = runs) -> None:
-                prefix = f"run{len(runs)}:"
+            def gate(label: str, extra: dict | None = None, url: str = url, runs: list = runs,
+                     scene: str = scene) -> None:
+                prefix = f"{scene}{len(runs)}:"
                 config = merged({"cameras": [{"name": "cam", "url": url}], "detection": {"fps": 5},
                                  "redis": {"prefix": prefix}}, merged(settings, extra or {}))
                 path = work / f"gate{len(runs)}.yaml"
@@ -241,7 +242,7 @@ def main() -> None:
             gate("full gate")
             used = cpu_seconds([cmd for _, cmd in runs], args.warmup, args.seconds, env)
             results[scene] = [(label, cpu) for (label, _), cpu in zip(runs, used, strict=True)]
-            events[scene] = redis_server.client().xlen(f"run{len(runs) - 1}:events")
+            events[scene] = redis_server.client().xlen(f"{scene}{len(runs) - 1}:events")
     finally:
         rtsp.stop()
         redis_server.stop()
