@@ -143,8 +143,8 @@ def scene_videos(scene: str, cameras: int, seconds: float) -> list[Path]:
 
     base, truth = walkby_scene("mixed", 120.0, folder / "walkby")
     gops = truth["frames"] // 50
-    return [rotated_loop(base, folder / f"mixed_rot{(i * 7) % gops}_{seconds:.0f}s.mp4", (i * 7) % gops, seconds)
-            for i in range(cameras)]
+    return [rotated_loop(base, folder / f"mixed_{base.parent.name}_rot{(i * 7) % gops}_{seconds:.0f}s.mp4",
+                         (i * 7) % gops, seconds) for i in range(cameras)]
 
 
 @dataclass
