@@ -168,13 +168,23 @@ class Step:
 
 
 def run_step(scene: str, cameras: int, minutes: float, warmup: float, p99_limit: float) -> Step:
-    from gate.schema import Event
-    from tests.support.servers import free_port, start_redis, start_rtsp
+    from tests.support.servers import start_redis, start_rtsp
 
     videos = scene_videos(scene, cameras, warmup + minutes * 60 + 60)
     rtsp = start_rtsp({f"cam{i}": video for i, video in enumerate(videos)})
     work = Path(tempfile.mkdtemp(prefix="facegate-soak-"))
     redis_server = start_redis(work / "redis")
+    try:
+        return _measure(cameras, minutes, warmup, p99_limit, rtsp, redis_server, work)
+    finally:
+        rtsp.stop()
+        redis_server.stop()
+
+
+def _measure(cameras: int, minutes: float, warmup: float, p99_limit: float, rtsp, redis_server, work: Path) -> Step:
+    from gate.schema import Event
+    from tests.support.servers import free_port
+
     port = free_port()
     config = work / "gate.yaml"
     config.write_text("cameras:\n" + "".join(f"  - name: cam{i}\n    url: {rtsp.url(f'cam{i}')}\n"
@@ -194,8 +204,6 @@ def run_step(scene: str, cameras: int, minutes: float, warmup: float, p99_limit:
         gate.wait(60)
     client = redis_server.client()
     entries = client.xrange("facegate:events", min=f"{int(window_start * 1000)}", max=f"{int(window_end * 1000)}")
-    rtsp.stop()
-    redis_server.stop()
     latencies = sorted(int(entry_id.decode().split("-")[0]) / 1000 - event.ts for entry_id, event in
                        ((entry_id, Event.from_fields(fields)) for entry_id, fields in entries) if event.type != "end")
     window = window_end - window_start
