@@ -2,8 +2,8 @@
 
 Most camera frames show nobody, yet the detector is the gate's largest cost after
 decoding. As NVR software does, each frame the detector would look at is first compared
-with a running background on a small grayscale copy (made by FFmpeg's scaler straight
-from the decoded luma plane, no colour conversion):
+with a running background on a small grayscale copy (the decoded luma plane, viewed in
+place and resized by OpenCV: no colour conversion, :meth:`gate.source.Frame.gray_at`):
 
 - blurred a little and compared pixel by pixel with the background, so sensor noise
   (already averaged away by the downscale) does not count;
