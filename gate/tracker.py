@@ -8,7 +8,7 @@ seven face widths a second (1.4 m/s, a face 0.2 m wide) whatever their distance,
 IoU alone starts a new track at every detection until the velocity is known. Remaining
 confident detections and tracks are matched when the detection's centre lies within
 ``max_face_speed`` face widths per second (of the time since the track was last seen) of
-the predicted centre and its size is similar. In every stage, confirmed tracks (two hits
+the predicted centre and its size is similar. In the first and third stages, confirmed tracks (two hits
 or more) choose before tracks seen once, so a face first seen where another is passing
 does not take that one's track. New tracks start only from confident detections. A
 track is *matched* in a frame only when a detection was assigned to it: only those frames
