@@ -24,6 +24,7 @@ from gate.bestshot import BestShot, Sample
 from gate.bus import Bus
 from gate.config import CameraConfig, GateConfig
 from gate.leases import Lease
+from gate.motion import MotionGate
 from gate.redact import redact_text, redact_url
 from gate.schema import Event
 from gate.scoring import EndJob, ScoreJob, ScoringQueue
@@ -32,6 +33,9 @@ from gate.tracker import Track, Tracker
 
 log = logging.getLogger(__name__)
 WORKING_MAX_SIDE = 1920  # frames are converted to BGR at most this large (faces are aligned from it)
+# Frame times are float sums: five 1/25 s frames may add up to a hair under 0.2 s. Without slack a 5 fps
+# detection rate on a 25 fps stream detects every 6th frame (4.2/s).
+TIME_SLACK_S = 1e-3
 
 
 class CameraWorker:
@@ -53,6 +57,8 @@ class CameraWorker:
         self.decoder = ""  # what decodes the stream, e.g. "h264 (software)" (gate cameras shows it)
         self.frames = self.detections = self.submitted = 0
         self.fenced = 0  # crops and events withheld because the lease deadline had passed
+        self.motion = MotionGate(config.detection.motion) if config.detection.motion.enabled else None
+        self.motion_skipped = 0  # frames at the detection rate left undetected: nothing moved, no track alive
         self.fps = 0.0
         self.started = time.monotonic()
         self.last_frame_ts: float | None = None  # wall clock of the last frame
@@ -63,6 +69,7 @@ class CameraWorker:
         self._last_scored: dict[int, float] = {}
         self._lock = threading.RLock()  # tracker, per-track state and state changes
         self.abandoned = False
+        self._period = 0.2  # seconds between detections (set when the loop starts)
         self._thread = threading.Thread(target=self._run, name=f"camera-{camera.name}", daemon=True)
 
     def start(self) -> None:
@@ -153,7 +160,7 @@ class CameraWorker:
         source = CameraSource(self.camera.url, self.config.source, self.stop, self.camera.transport,
                               WORKING_MAX_SIDE, self._on_state)
         self.source = source
-        period = 1.0 / (self.camera.detection_fps or self.config.detection.fps)
+        period = self._period = 1.0 / (self.camera.detection_fps or self.config.detection.fps)
         next_detection = 0.0
         window_start, window_frames = time.monotonic(), 0
         for frame in source.frames():
@@ -166,9 +173,14 @@ class CameraWorker:
             now = time.monotonic()
             if now - window_start >= 2.0:
                 self.fps, window_start, window_frames = window_frames / (now - window_start), now, 0
-            if frame.ts < next_detection:
+            if frame.ts < next_detection - TIME_SLACK_S:
                 continue
-            next_detection = frame.ts + period
+            # Keep to the schedule (the rate holds at any frame rate); restart it after a gap.
+            next_detection = next_detection + period if frame.ts < next_detection + period else frame.ts + period
+            if self.motion is not None and not self.motion.should_detect(
+                    frame.gray_at(self.config.detection.motion.width), frame.ts, bool(self.tracker.tracks)):
+                self.motion_skipped += 1
+                continue
             self._detect(frame)
         log.info("camera %s stopped (%s)", self.camera.name, redact_url(self.camera.url))
 
@@ -189,7 +201,9 @@ class CameraWorker:
                 bbox = in_source.boxes_px[det]
                 if not self.shot.eligible(bbox, frame.source_w, frame.source_h):
                     continue
-                if frame.ts - self._last_scored.get(track.track_id, float("-inf")) < interval:
+                # Detections are a period apart only on average (e.g. 4 or 5 frames at 24 fps): half a period
+                # of slack keeps a track's scores score_interval_s apart on average, not the next detection.
+                if frame.ts - self._last_scored.get(track.track_id, float("-inf")) < interval - self._period / 2:
                     continue
                 if not self._fence_open():
                     continue
@@ -199,7 +213,8 @@ class CameraWorker:
                                 align_face(frame.image, landmarks / frame.scale),
                                 frame.image_at(self.config.bestshot.frame_jpeg_max_side), bbox.copy(),
                                 landmarks.copy(), float(faces.scores[det]), frame.source_w, frame.source_h)
-                self.scoring.submit(ScoreJob(self.shot, sample))
+                self.scoring.submit(ScoreJob(self.shot, sample),
+                                    wait=self.source is not None and self.source.unpaced)
                 self.submitted += 1
             self._finish(update.ended)
 

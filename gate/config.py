@@ -76,12 +76,23 @@ class SourceConfig(_Section):
     realtime_files: bool = Field(default=True, description="pace file sources at their frame rate")
 
 
+class MotionConfig(_Section):
+    enabled: bool = Field(default=True, description="detect only when something moves, while a track is alive, "
+                          "or every idle_detect_s")
+    width: int = Field(default=320, ge=32, description="width of the grayscale image the motion test compares")
+    threshold: float = Field(default=15.0, gt=0, le=255, description="grey levels a pixel must change by")
+    min_area: float = Field(default=0.0005, gt=0, lt=1, description="fraction of the image that must change")
+    alpha: float = Field(default=0.05, gt=0, le=1, description="background learning rate per analysed frame")
+    idle_detect_s: float = Field(default=5.0, gt=0, description="detect at least this often regardless of motion")
+
+
 class DetectionConfig(_Section):
     fps: float = Field(default=5.0, gt=0, description="detections per second per camera")
     max_side: int = Field(default=640, ge=64, description="frames are detected at this longer side")
     score_threshold: float = Field(default=0.6, ge=0, le=1)
     threads: int = Field(default=1, ge=0, description="ONNX Runtime threads per detection (cameras already run "
                          "in parallel; 0 = all cores)")
+    motion: MotionConfig = MotionConfig()
 
 
 class TrackingConfig(_Section):

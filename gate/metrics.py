@@ -38,6 +38,10 @@ class GateMetrics:
                                            ["camera"], buckets=LATENCY_BUCKETS, registry=self.registry)
         self.scoring_seconds = Histogram("facegate_scoring_seconds", "Quality scoring time per batch",
                                          buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.frame_to_score_seconds = Histogram("facegate_frame_to_score_seconds",
+                                                "From a face's frame time to its quality score (detection, queue "
+                                                "and scoring: the pipeline's own delay, without the best-shot "
+                                                "policy's waits)", buckets=LATENCY_BUCKETS, registry=self.registry)
         self.frame_to_event_seconds = Histogram("facegate_frame_to_event_seconds",
                                                 "From the best frame's time to its XADD", buckets=LATENCY_BUCKETS,
                                                 registry=self.registry)
@@ -56,6 +60,8 @@ class _GateCollector:
             "facegate_frames_detected": ("Frames that went through detection", lambda w: w.detections),
             "facegate_frames_skipped": ("Frames decoded but not detected (between detections at the camera's "
                                         "detection rate)", lambda w: max(0, w.frames - w.detections)),
+            "facegate_frames_motion_skipped": ("Frames at the detection rate not detected: nothing moved and no "
+                                               "track alive (detection.motion)", lambda w: w.motion_skipped),
             "facegate_faces_submitted": ("Faces queued for scoring", lambda w: w.submitted),
             "facegate_reconnects": ("Source reconnect attempts", lambda w: w.source.reconnects if w.source else 0),
             "facegate_tracks_below_min_quality": ("Tracks that ended without reaching bestshot.min_quality (only "

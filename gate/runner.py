@@ -76,7 +76,8 @@ class Gate:
         self.scorer = QualityScorer(config.quality.model, config.quality.backend, config.quality.batch_size,
                                     threads=config.quality.threads or None)
         self.metrics = GateMetrics()
-        self.scoring = ScoringQueue(self._timed_score, config.quality.queue_size, config.quality.batch_size)
+        self.scoring = ScoringQueue(self._timed_score, config.quality.queue_size, config.quality.batch_size,
+                                    [self._observe_latency])
         self.bus.on_event_written = self.metrics.frame_to_event_seconds.observe
         self.workers: dict[str, CameraWorker] = {}
         self.stuck: dict[str, CameraWorker] = {}  # abandoned: their threads did not stop
@@ -100,6 +101,9 @@ class Gate:
             from gate.console.server import start_console
 
             self.console = start_console(self, config.http)
+
+    def _observe_latency(self, job, quality: float) -> None:
+        self.metrics.frame_to_score_seconds.observe(time.time() - job.sample.ts)
 
     def _timed_score(self, crops):
         with self.metrics.scoring_seconds.time():

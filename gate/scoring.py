@@ -47,8 +47,12 @@ class _Marker:
 class ScoringQueue:
     """Bounded FIFO of score jobs and end markers, drained by one scorer thread."""
 
-    def __init__(self, score: Callable[[np.ndarray], np.ndarray], capacity: int = 256, batch_size: int = 32) -> None:
+    def __init__(self, score: Callable[[np.ndarray], np.ndarray], capacity: int = 256, batch_size: int = 32,
+                 observers: list[Callable[[ScoreJob, float], None]] | None = None) -> None:
         self._score = score
+        # Each sees every scored crop with its quality: the gate's latency metric; benchmarks record the
+        # candidates the gate chose from. None registered: no cost.
+        self.observers = list(observers or [])
         self.capacity, self.batch_size = capacity, batch_size
         self._items: deque[ScoreJob | EndJob | _Marker] = deque()
         self._jobs = 0
@@ -71,10 +75,14 @@ class ScoringQueue:
         log.error("%s of camera %s submitted after close of the scorer: dropped", what, camera)
         return True
 
-    def submit(self, job: ScoreJob) -> None:
+    def submit(self, job: ScoreJob, wait: bool = False) -> None:
+        """Queue a crop; when full, drop the oldest crop (a live camera must not stall), or with ``wait``
+        block until there is room (a file read faster than real time: backpressure, nothing lost)."""
         with self._cond:
             if self._refuse_late(job):
                 return
+            while wait and self._jobs >= self.capacity and not self._stop:
+                self._cond.wait(0.5)
             if self._jobs >= self.capacity:
                 for i, item in enumerate(self._items):  # drop the oldest score job
                     if isinstance(item, ScoreJob):
@@ -125,6 +133,7 @@ class ScoringQueue:
                     self._jobs -= 1
                 else:
                     break  # an end marker closes the batch: its track's scores come first
+            self._cond.notify_all()  # room for submitters waiting on a full queue
             return taken
 
     def _run(self) -> None:
@@ -148,6 +157,8 @@ class ScoringQueue:
                 self.scored += len(jobs)
                 for job, value in zip(jobs, scores, strict=True):
                     self._hand_on(job.shot.on_scored, job.sample, float(value))
+                    for observer in self.observers:
+                        self._hand_on(observer, job, float(value))
         for item in taken:
             if isinstance(item, EndJob):
                 self._hand_on(item.shot.on_end, item.track_id, item.end_ts)
