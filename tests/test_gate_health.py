@@ -17,8 +17,8 @@ import urllib.request
 from gate.bus import REDIS_TIMEOUT_S
 from gate.config import CameraConfig, GateConfig, ScaleOutConfig, SourceConfig, TrackingConfig
 from gate.schema import Keys
+from tests.support.gates import RunningGate, events_of, read_stream, statuses
 from tests.support.servers import free_port, start_redis, start_rtsp
-from tests.test_gate import RunningGate, events_of, read_stream, statuses
 
 KEYS = Keys()
 

@@ -24,8 +24,8 @@ from gate import nvdec
 from gate import source as source_module
 from gate.config import CameraConfig, SourceConfig
 from gate.schema import Keys
+from tests.support.gates import RunningGate, read_stream, statuses
 from tests.support.servers import start_rtsp
-from tests.test_gate import RunningGate, read_stream, statuses
 
 AVERROR_EXTERNAL_TAG = b"EXT "
 

@@ -9,9 +9,8 @@ import numpy as np
 from gate.bestshot import BestShot, Sample
 from gate.config import BestShotConfig, CameraConfig, GateConfig
 from gate.schema import EVENT_FIELDS, Event, Keys
-from tests.support.gates import TEST_SOURCE, GateThread
+from tests.support.gates import TEST_SOURCE, GateThread, events_of, read_stream
 from tests.support.servers import free_port
-from tests.test_gate import events_of, read_stream
 
 
 def _sample(track_id, hits, ts):
