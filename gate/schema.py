@@ -39,6 +39,8 @@ EVENT_FIELDS: dict[str, str] = {
                          "else 0",
 }
 
+IMAGE_FIELDS = frozenset({"face_jpeg", "frame_jpeg"})  # the event fields that hold JPEG bytes, not text
+
 STATUS_FIELDS: dict[str, str] = {
     "kind": "camera or worker",
     "name": "camera name or worker id",
