@@ -60,7 +60,7 @@ def _event_view_fields() -> dict[str, Any]:
         fields[item.name] = (kind, Field(default, description=EVENT_FIELDS[item.name]))
         if item.name == "quality":
             fields["band"] = (str | None, Field(description="quality band from the model's threshold table "
-                                                "(None: the model has none)"))
+                                                "(None: the model or method has none)"))
     fields["face_url"] = (str | None, Field(description="the face crop's JPEG (None: the event has none)"))
     fields["frame_url"] = (str | None, Field(description="the full frame's JPEG (None: the event has none)"))
     return fields
@@ -94,9 +94,11 @@ class BandView(BaseModel):
 
 class GateView(BaseModel):
     worker: str
-    model: str
+    model: str = Field(description="what events carry in 'model': name@version, or embedding-norm:<recogniser>")
+    method: str = Field(description="quality.method: model or embedding-norm")
     backend: str
-    min_quality: float | None = Field(description="bestshot.min_quality of this gate (None: off)")
+    min_quality: float | None = Field(description="bestshot.min_quality of this gate, in the method's units "
+                                      "(None: off)")
     recognizer: str | None = Field(description="whose threshold table names the bands")
     fmr: float | None
     bands: list[BandView] = Field(description="best first; empty when the model has no threshold table")
