@@ -28,12 +28,8 @@ from engines.errors import DatasetError
 from engines.paths import cache_root
 from trainer.datasets import FaceDataset
 from trainer.distributed import rank_world, wait_for_all
-from trainer.embed_cache import EmbeddingCache, _content_key
 from trainer.embed_shards import Reuse, ShardWorker, make_embedder, run_shards
 from trainer.store import EmbeddingStore, StoreMeta
-
-# EmbeddingCache and _content_key stay importable from here for trainer.evaluate.
-__all__ = ["EmbeddedDataset", "EmbeddingCache", "_content_key", "embed_dataset", "embed_to_store"]
 
 
 def default_shard_size(n: int) -> int:
