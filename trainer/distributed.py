@@ -52,7 +52,8 @@ def _env_int(name: str, default: int) -> int:
         raise FacegateError(f"environment variable {name}={value!r} is not an integer") from None
 
 
-def _device(requested: str, local_rank: int) -> torch.device:
+def resolve_device(requested: str, local_rank: int) -> torch.device:
+    """``auto``: this rank's GPU when torch sees one, else the CPU; ``cuda``: this rank's GPU or an error."""
     if requested == "auto":
         return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
     if requested == "cuda":
@@ -66,7 +67,7 @@ def start_world(device: str = "auto", timeout_s: float = 1800.0) -> World:
     """Join the process group torchrun set up (or make a world of one) on the right device."""
     rank, size = _env_int("RANK", 0), _env_int("WORLD_SIZE", 1)
     local_rank, local_size = _env_int("LOCAL_RANK", 0), _env_int("LOCAL_WORLD_SIZE", size)
-    target = _device(device, local_rank)
+    target = resolve_device(device, local_rank)
     if target.type == "cuda":
         torch.cuda.set_device(target)
     backend = "nccl" if target.type == "cuda" else "gloo"
