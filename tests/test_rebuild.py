@@ -13,7 +13,8 @@ import pytest
 
 from engines.paths import cache_root
 from tests.support.recordio_writer import write_insightface
-from tests.support.training import kill, wait_for
+from tests.support.training import kill
+from tests.support.waiting import wait_for
 
 
 def _crops(seed_set: Path, split: str, identity: str) -> list[Path]:
@@ -62,7 +63,7 @@ def test_rebuild_takes_three_forms_resumes_after_a_kill_and_reports_its_stages(s
     command = [sys.executable, "-m", "tests.support.rebuild_runner", str(config)]
     rebuilds = slice_roots["cache"] / "rebuild"
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    wait_for(lambda: any(rebuilds.glob("fit-*/checkpoints/epoch_001.pt")), 600, process, "the first epoch")
+    wait_for(lambda: any(rebuilds.glob("fit-*/checkpoints/epoch_001.pt")), 600, "the first epoch", process)
     kill(process)
     progress = process.stderr.read()
     assert "features at cut 27" in progress and "img/s" in progress  # progress bars with throughput
