@@ -366,7 +366,7 @@ def test_memory_buffer_is_bounded_in_bytes(tmp_path):
 def test_entries_after_close_are_an_error_not_a_silent_drop(tmp_path, caplog):
     from gate.bus import Bus, connect
     from gate.scoring import ScoreJob, ScoringQueue
-    from tests.test_gate_units import _sample
+    from tests.support.gates import sample
 
     server = start_redis(tmp_path / "redis")
     try:
@@ -382,7 +382,7 @@ def test_entries_after_close_are_an_error_not_a_silent_drop(tmp_path, caplog):
         queue = ScoringQueue(lambda batch: [1.0] * len(batch))
         queue.close()
         with caplog.at_level("ERROR"):
-            queue.submit(ScoreJob(None, _sample(1, 1, 0.0)))
+            queue.submit(ScoreJob(None, sample(1, 1, 0.0)))
         assert any("after close" in r.getMessage() for r in caplog.records if r.levelname == "ERROR")
         assert queue.late == 1
     finally:
@@ -394,7 +394,7 @@ def test_scorer_survives_a_failing_callback(caplog):
     import numpy as np
 
     from gate.scoring import EndJob, ScoreJob, ScoringQueue
-    from tests.test_gate_units import _sample
+    from tests.support.gates import sample
 
     handled = []
 
@@ -413,7 +413,7 @@ def test_scorer_survives_a_failing_callback(caplog):
     shot = Shot()
     with caplog.at_level("ERROR"):
         for track in (1, 2, 3):
-            queue.submit(ScoreJob(shot, _sample(track, 1, float(track))))
+            queue.submit(ScoreJob(shot, sample(track, 1, float(track))))
             queue.end_track(EndJob(shot, track, float(track)))
         assert queue.barrier(30)
     assert handled == [("end", 1), ("score", 2), ("score", 3), ("end", 3)]

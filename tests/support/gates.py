@@ -1,10 +1,13 @@
-"""A real gate in a thread of the test process, and readers of what it writes to Redis."""
+"""A real gate in a thread of the test process, readers of what it writes to Redis, and scored samples."""
 
 from __future__ import annotations
 
 import threading
 import time
 
+import numpy as np
+
+from gate.bestshot import Sample
 from gate.config import CameraConfig, GateConfig, RedisConfig, SourceConfig
 from gate.schema import Event
 
@@ -43,6 +46,13 @@ class RunningGate(GateThread):
         config = GateConfig(cameras=cameras, metrics_port=metrics_port, redis=redis_config or RedisConfig(),
                             source=SourceConfig(**{**TEST_SOURCE.model_dump(exclude_unset=True), **source}))
         super().__init__(config, redis_url)
+
+
+def sample(track_id: int, hits: int, ts: float, value: int = 0) -> Sample:
+    """A scored frame of a track for the best-shot stage (a ``value``-filled crop tells frames apart)."""
+    crop = np.full((112, 112, 3), value, np.uint8)
+    return Sample(track_id, hits, ts, 0.0, crop, np.zeros((90, 160, 3), np.uint8), np.array([10, 10, 80, 90.0]),
+                  np.zeros((5, 2)), 0.9, 640, 360)
 
 
 def read_stream(client, key: str, until, timeout_s: float = 45.0) -> list[tuple[str, dict]]:
