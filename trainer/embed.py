@@ -131,8 +131,7 @@ def embed_to_store(dataset: FaceDataset, store_dir: Path | None = None, recogniz
     rows = sum(store.shard_rows(s)[1] - store.shard_rows(s)[0] for s, _ in tasks)
     if done and progress and rank == 0:
         print(f"embeddings: {len(done)} of {meta.shards} shards already done in {folder}", flush=True)
-    if device in ("auto", "cuda"):  # other names (cpu, or labels' numpy) embed on the CPU
-        device = str(resolve_device(device, local_rank))
+    device = resolve_device(device, local_rank)  # names other than cuda… (cpu, labels' numpy) embed on the CPU
     if device.startswith("cuda") or (world > 1 and workers is None):
         workers = 1  # one process per GPU, or per torchrun rank unless asked otherwise
     workers = max(1, min(workers or os.cpu_count() or 1, len(tasks)))
