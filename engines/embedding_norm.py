@@ -24,6 +24,8 @@ from engines.modelfiles import load_model
 class EmbeddingNormScorer:
     """Scores aligned 112×112 BGR crops by the L2 norm of the recogniser's raw embedding."""
 
+    method = "embedding-norm"
+
     def __init__(self, recognizer: str = DEFAULT_RECOGNIZER, batch_size: int = 32, cache: Path | None = None,
                  backend: Backend | None = None, threads: int | None = None) -> None:
         manifest, onnx_path = load_model(recognizer, cache)

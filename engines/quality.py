@@ -48,6 +48,8 @@ def _tensorrt_backend(manifest: Manifest, directory: Path) -> tuple[Backend | No
 class QualityScorer:
     """Scores aligned 112×112 BGR crops; higher is more recognisable."""
 
+    method = "model"
+
     def __init__(self, model: str | None = None, backend: str = "auto", batch_size: int = 32,
                  cache: Path | None = None, spin: bool = False, threads: int | None = None) -> None:
         name = model or current_model("quality")
@@ -65,6 +67,11 @@ class QualityScorer:
         self.backend_name = "tensorrt" if chosen else "onnxruntime"
         self._backend = chosen or OnnxRuntimeBackend(onnx_path, threads=threads, spin=spin)
         self._low, self._high = manifest.output_range or (0.0, 100.0)
+
+    @property
+    def tag(self) -> str:
+        """How events name this scorer: the model's ``name@version``."""
+        return self.manifest.tag
 
     def score(self, aligned_crops: np.ndarray) -> np.ndarray:
         """N×112×112×3 BGR uint8 → N quality scores, clipped to the manifest's range."""

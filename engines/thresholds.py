@@ -163,7 +163,8 @@ class BandLookup:
     """Bands by model tag (``name@version``, as events carry it), read once per tag.
 
     Manifests already loaded (the gate's scorer's) are given up front; other tags are looked
-    up among the shipped models (folder ``<name>-<version>``). Unknown models have no bands.
+    up among the shipped models (folder ``<name>-<version>``). Unknown models, and training-free
+    methods (``embedding-norm:<recogniser>@<version>``), have no bands.
     """
 
     def __init__(self, recognizer: str | None = None, known: tuple[Manifest, ...] = (),
@@ -184,7 +185,7 @@ class BandLookup:
     def _load(self, tag: str) -> Bands | None:
         name, _, version = tag.rpartition("@")
         folder = self.models_dir / f"{name}-{version}"
-        if not name or not (folder / "manifest.json").is_file():
+        if not name or ":" in name or not (folder / "manifest.json").is_file():
             return None
         try:
             manifest = read_manifest(folder)

@@ -42,7 +42,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    print(f"gate {gate.worker_id}: model {gate.model_tag} on {gate.scorer.backend_name}; "
+    print(f"gate {gate.worker_id}: quality {gate.model_tag} on {gate.scorer.backend_name}; "
           f"redis {redact_url(_redis_url(args, config))}, prefix {config.redis.prefix!r}", flush=True)
     if gate.console is not None:
         print(f"console: {gate.console.url}", flush=True)

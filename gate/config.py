@@ -104,7 +104,8 @@ class TrackingConfig(_Section):
 class BestShotConfig(_Section):
     min_face_px: float = Field(default=32.0, ge=0)
     edge_margin_px: float = Field(default=2.0, ge=0)
-    update_margin: float = Field(default=5.0, ge=0, description="quality gain that triggers an update")
+    update_margin: float = Field(default=5.0, ge=0, description="quality gain that triggers an update (in "
+                                 "quality.method's units)")
     update_interval_s: float = Field(default=2.0, ge=0, description="at most one update per track this often")
     score_interval_s: float = Field(default=0.4, ge=0, description="score a track at most this often (0: every "
                                     "detection); scoring is the gate's largest CPU cost after decoding")
@@ -112,10 +113,15 @@ class BestShotConfig(_Section):
     frame_jpeg_max_bytes: int = Field(default=256 * 1024, ge=1024)
     frame_jpeg_max_side: int = Field(default=640, ge=64)
     min_quality: float | None = Field(default=None, ge=0, le=100, description="tracks whose best stays below this "
-                                      "publish no new/update, only an end with below_min_quality=1 (none = off)")
+                                      "publish no new/update, only an end with below_min_quality=1 (none = off); "
+                                      "in quality.method's units")
 
 
 class QualityConfig(_Section):
+    method: Literal["model", "embedding-norm"] = Field(default="model", description="model: the SDD-FIQA quality "
+                                                       "model (0..100); embedding-norm: SFace's embedding norm "
+                                                       "before normalisation (training-free; about 2.5 to 15; "
+                                                       "no quality bands)")
     model: str | None = Field(default=None, description="model folder or name; default: current")
     backend: Literal["auto", "onnxruntime", "tensorrt"] = "auto"
     batch_size: int = Field(default=32, ge=1)
@@ -124,6 +130,16 @@ class QualityConfig(_Section):
     queue_size: int = Field(default=256, ge=1, description="bounded: oldest work dropped beyond it")
     bands_recognizer: str | None = Field(default=None, description="recogniser whose row of the model's threshold "
                                          "table names the quality bands (default: the table's first)")
+
+    @field_validator("model", "backend")
+    @classmethod
+    def _model_settings(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if info.data.get("method") == "embedding-norm":
+            if info.field_name == "model" and value is not None:
+                raise ValueError("method embedding-norm scores with SFace, not a quality model: remove quality.model")
+            if info.field_name == "backend" and value == "tensorrt":
+                raise ValueError("method embedding-norm runs on ONNX Runtime only: use auto or onnxruntime")
+        return value
 
 
 class ScaleOutConfig(_Section):

@@ -79,7 +79,7 @@ def run_demo(args: argparse.Namespace) -> int:
             subscriber.ack(entry_id)
         return len(got)
 
-    print(f"gate: model {gate.model_tag} on {gate.scorer.backend_name}; cameras: "
+    print(f"gate: quality {gate.model_tag} on {gate.scorer.backend_name}; cameras: "
           f"{', '.join(c.name for c in config.cameras)}")
     if gate.console is not None:
         print(f"console: {gate.console.url}  (open it in a browser"

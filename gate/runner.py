@@ -32,11 +32,12 @@ from urllib.parse import urlsplit
 import redis
 
 from engines.detector import Detector
+from engines.embedding_norm import EmbeddingNormScorer
 from engines.paths import cache_root
 from engines.quality import QualityScorer
 from gate.bus import REDIS_TIMEOUT_S, Bus, connect
 from gate.camera import CameraWorker
-from gate.config import CameraConfig, ConfigError, GateConfig
+from gate.config import CameraConfig, ConfigError, GateConfig, QualityConfig
 from gate.leases import Lease, LeaseManager, new_worker_id
 from gate.metrics import GateMetrics, serve
 from gate.redact import redact_text
@@ -56,6 +57,14 @@ def default_spill_dir(redis_url: str, prefix: str) -> Path:
     return cache_root() / "spool" / hashlib.sha256(where.encode()).hexdigest()[:16]
 
 
+def quality_scorer(quality: QualityConfig) -> QualityScorer | EmbeddingNormScorer:
+    """The scorer ``quality.method`` names: the SDD-FIQA model, or SFace's embedding norm (same interface)."""
+    threads = quality.threads or None
+    if quality.method == "embedding-norm":
+        return EmbeddingNormScorer(batch_size=quality.batch_size, threads=threads)
+    return QualityScorer(quality.model, quality.backend, quality.batch_size, threads=threads)
+
+
 class Gate:
     """Everything one ``gate run`` holds."""
 
@@ -73,8 +82,7 @@ class Gate:
         self.registry = CameraRegistry(self.client, self.keys)
         self.detector = Detector(score_threshold=min(config.detection.score_threshold, 0.5),
                                  max_side=config.detection.max_side, threads=config.detection.threads or None)
-        self.scorer = QualityScorer(config.quality.model, config.quality.backend, config.quality.batch_size,
-                                    threads=config.quality.threads or None)
+        self.scorer = quality_scorer(config.quality)
         self.metrics = GateMetrics()
         self.scoring = ScoringQueue(self._timed_score, config.quality.queue_size, config.quality.batch_size,
                                     [self._observe_latency])
@@ -111,7 +119,8 @@ class Gate:
 
     @property
     def model_tag(self) -> str:
-        return self.scorer.manifest.tag
+        """What events carry in ``model``: the quality model's ``name@version`` or the method's tag."""
+        return self.scorer.tag
 
     # -- which cameras run -------------------------------------------------------------
     def _desired(self) -> dict[str, CameraConfig] | None:

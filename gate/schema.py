@@ -27,8 +27,9 @@ EVENT_FIELDS: dict[str, str] = {
     "bbox": "[x1, y1, x2, y2] of the face in source pixels (JSON)",
     "landmarks": "[[x, y] × 5] in source pixels, ArcFace order (JSON)",
     "det_score": "detector confidence 0..1",
-    "quality": "SDD-FIQA quality 0..100 of the best frame",
-    "model": "quality model name@version",
+    "quality": "quality of the best frame in quality.method's units: the SDD-FIQA model's 0..100, or SFace's "
+               "embedding norm (about 2.5 to 15)",
+    "model": "what scored it: quality model name@version, or embedding-norm:<recogniser>@<version>",
     "frame_w": "source frame width in pixels",
     "frame_h": "source frame height in pixels",
     "face_jpeg": "aligned 112×112 face crop, JPEG bytes",
@@ -38,6 +39,8 @@ EVENT_FIELDS: dict[str, str] = {
     "below_min_quality": "1 on the end of a track whose best never reached bestshot.min_quality (it had no new), "
                          "else 0",
 }
+
+IMAGE_FIELDS = frozenset({"face_jpeg", "frame_jpeg"})  # the event fields that hold JPEG bytes, not text
 
 STATUS_FIELDS: dict[str, str] = {
     "kind": "camera or worker",

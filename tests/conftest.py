@@ -20,6 +20,18 @@ def seed_set() -> Path:
 
 
 @pytest.fixture(scope="session")
+def seed_train_labels(seed_set: Path, tmp_path_factory) -> Path:
+    """``trainer labels`` on the seed set's train split, run once for the session: its output folder."""
+    import subprocess
+    import sys
+
+    out = tmp_path_factory.mktemp("seed-labels") / "labels"
+    subprocess.run([sys.executable, "-m", "trainer.cli", "labels", "--data", str(seed_set / "train"), "--out",
+                    str(out), "--quiet"], check=True)
+    return out
+
+
+@pytest.fixture(scope="session")
 def media_dir(seed_set: Path) -> Path:
     return cache_root() / "media"
 

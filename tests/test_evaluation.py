@@ -309,6 +309,31 @@ def test_rebuild_step_5_promotes_only_a_model_that_beats_the_current_one(seed_se
     assert (tmp_path / "bad" / "report.json").is_file() and (tmp_path / "bad" / "report.png").is_file()
 
 
+def test_a_main_set_other_than_the_seed_set_is_evaluated_with_its_companions(seed_set, tmp_path):
+    """Step 5 on a held-out folder that is not the seed set also evaluates the seed set and a degraded
+    copy of the folder (for the report and the ship claims); the decision uses the main set alone."""
+    import shutil
+
+    from trainer.evaluation.model_card import decision_score
+    from trainer.evaluation.promotion import evaluate_candidate
+
+    heldout = tmp_path / "heldout"
+    for identity in ("macron", "ardern", "biden", "sunak", "door_man"):
+        (heldout / identity).mkdir(parents=True)
+        for path in sorted((seed_set / "heldout" / identity).iterdir())[:8]:
+            shutil.copy(path, heldout / identity / path.name)
+    verdict = evaluate_candidate(_copy_model(tmp_path / "candidate", "95"), heldout, tmp_path / "models", ("sface",),
+                                 progress=False, replicates=20, degradation=False)
+    report = verdict.report
+    assert len(report["sets"]) == 3 and "seed/heldout" in report["sets"] and report["main"] in report["sets"]
+    degraded = next(name for name in report["sets"] if name not in ("seed/heldout", report["main"]))
+    crops = sum(1 for _ in heldout.glob("*/*"))
+    assert report["sets"][degraded]["crops"] == report["sets"][report["main"]]["crops"] == crops
+    assert report["sets"]["seed/heldout"]["crops"] > crops
+    assert {r["data"] for r in report["results"]} == set(report["sets"])
+    assert verdict.current_score is None and verdict.score == decision_score(report)
+
+
 def test_an_experiment_loop_compares_candidates_on_a_prepared_set(tmp_path):
     from trainer.evaluate import SetEvaluation
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from gate.schema import Keys
+from tests.support.gates import events_of, read_stream
 from tests.support.servers import start_redis, start_rtsp
-from tests.test_gate import events_of, read_stream
 
 KEYS = Keys()
 CAMERAS = ("a", "b")

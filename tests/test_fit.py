@@ -19,9 +19,9 @@ from tests.support.training import (
     kill,
     state_difference,
     trainer_command,
-    wait_for,
     write_labels_csv,
 )
+from tests.support.waiting import wait_for
 from trainer.fit_options import FitOptions
 from trainer.sddfiqa import RegressorParams
 
@@ -143,7 +143,7 @@ def test_fit_resumes_after_a_kill_without_redoing_finished_epochs(labelled, tmp_
             "--cache-dir", str(tmp_path / "features"), "--quiet"]
     checkpoints = tmp_path / "run" / "checkpoints"
     process = subprocess.Popen(trainer_command(*args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    wait_for(lambda: (checkpoints / "epoch_002.pt").is_file(), 300, process, "the second epoch's checkpoint")
+    wait_for(lambda: (checkpoints / "epoch_002.pt").is_file(), 300, "the second epoch's checkpoint", process)
     kill(process)
     killed_after = load_checkpoint(checkpoints / LAST)["epoch"]
     assert 2 <= killed_after < epochs, "the run finished before it was killed"
@@ -171,7 +171,7 @@ def test_feature_cache_build_resumes_after_a_kill(labelled, tmp_path):
             "--batch-size", "8", "--freeze-blocks", "pair12-dw", "--cache-dir", str(features),
             "--cache-shard-images", "4", "--cache-batch", "4", "--quiet"]
     process = subprocess.Popen(trainer_command(*args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    wait_for(lambda: any(features.glob("*/*.keys")), 300, process, "the first committed feature shard")
+    wait_for(lambda: any(features.glob("*/*.keys")), 300, "the first committed feature shard", process)
     kill(process)
     committed = {p.name: file_identity(p) for p in features.glob("*/*") if p.suffix in (".keys", ".npy")
                  and p.with_suffix(".keys").is_file()}

@@ -6,8 +6,6 @@ import json
 import re
 import subprocess
 import sys
-import threading
-import time
 from collections import defaultdict
 
 import cv2
@@ -15,8 +13,9 @@ import numpy as np
 import pytest
 
 from gate.bestshot import BestShot
-from gate.config import CameraConfig, GateConfig, SourceConfig
+from gate.config import CameraConfig
 from gate.schema import EVENT_FIELDS, Event, Keys
+from tests.support.gates import RunningGate, events_of, read_stream, statuses
 from tests.support.servers import start_rtsp
 
 KEYS = Keys()
@@ -34,57 +33,6 @@ class ScoreLog:
             return original(shot, sample, quality)
 
         monkeypatch.setattr(BestShot, "on_scored", recording)
-
-
-class RunningGate:
-    """A gate in a thread of this process, stopped (tracks ended, buffers flushed) at exit."""
-
-    def __init__(self, redis_url: str, cameras: list[CameraConfig], metrics_port: int | None = None,
-                 redis_config=None, **source) -> None:
-        from gate.config import RedisConfig
-        from gate.runner import Gate
-
-        config = GateConfig(cameras=cameras, metrics_port=metrics_port, redis=redis_config or RedisConfig(),
-                            source=SourceConfig(open_timeout_s=3, read_timeout_s=3, backoff_initial_s=0.5,
-                                                backoff_max_s=2, **source))
-        self.gate = Gate(config, redis_url)
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self.gate.run, args=(self.stop,), daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.stop.set()
-        self.thread.join(60)
-        assert not self.thread.is_alive()
-
-
-def read_stream(client, key: str, until, timeout_s: float = 45.0) -> list[tuple[str, dict]]:
-    """Entries of ``key`` from the start, blocking on new ones until ``until(entries)`` holds.
-
-    Reads at least once, so ``until=lambda e: True`` returns everything there is now.
-    """
-    entries: list[tuple[str, dict]] = []
-    last = "0-0"
-    deadline = time.monotonic() + timeout_s
-    while True:
-        remaining = deadline - time.monotonic()
-        reply = client.xread({key: last}, block=int(max(0.05, min(remaining, 1.0)) * 1000), count=1000)
-        for _, items in reply or []:
-            for entry_id, fields in items:
-                last = entry_id.decode()
-                entries.append((last, fields))
-        if until(entries):
-            return entries
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting on {key}; got {len(entries)} entries")
-
-
-def events_of(entries) -> list[Event]:
-    return [Event.from_fields(fields) for _, fields in entries]
-
-
-def statuses(entries) -> list[dict]:
-    return [{k.decode(): v.decode() for k, v in fields.items()} for _, fields in entries]
 
 
 @pytest.fixture
@@ -241,7 +189,6 @@ def test_gate_cameras_lists_state_without_credentials(redis_server, redis_client
 
 def test_events_subscriber_uses_a_consumer_group(redis_server, redis_client, tmp_path):
     from gate.client import EventSubscriber
-    from gate.schema import Event
 
     event = Event("new", "abc123", "cam", 1, 1, 1.0, 1.0, None, [1, 2, 30, 40], [[1, 2]] * 5, 0.9, 80.0, "m@1",
                   640, 360, cv2.imencode(".jpg", np.zeros((112, 112, 3), np.uint8))[1].tobytes(), b"")

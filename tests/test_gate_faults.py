@@ -9,8 +9,8 @@ import pytest
 
 from gate.config import CameraConfig
 from gate.schema import Keys
+from tests.support.gates import RunningGate, events_of, read_stream, statuses
 from tests.support.servers import start_rtsp
-from tests.test_gate import RunningGate, events_of, read_stream, statuses
 
 KEYS = Keys()
 

@@ -17,8 +17,9 @@ import urllib.request
 from gate.bus import REDIS_TIMEOUT_S
 from gate.config import CameraConfig, GateConfig, ScaleOutConfig, SourceConfig, TrackingConfig
 from gate.schema import Keys
+from tests.support.gates import RunningGate, events_of, read_stream, statuses
 from tests.support.servers import free_port, start_redis, start_rtsp
-from tests.test_gate import RunningGate, events_of, read_stream, statuses
+from tests.support.waiting import wait_for
 
 KEYS = Keys()
 
@@ -64,16 +65,6 @@ def _metric(port: int, name: str) -> float:
                or line.startswith(name + "{"))
 
 
-def _wait(condition, timeout_s: float, what: str):
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = condition()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)  # polling a condition with a deadline
-
-
 def _new_and_ended(events, camera: str) -> tuple[set[str], set[str]]:
     return ({e.event_id for e in events if e.camera == camera and e.type == "new"},
             {e.event_id for e in events if e.camera == camera and e.type == "end"})
@@ -103,8 +94,8 @@ def test_health_is_per_camera_and_a_stalled_camera_ends_its_tracks(redis_server,
         assert time.monotonic() - stalled_at < 30  # within the watchdog time, not two one-minute read timeouts
         read_stream(redis_client, KEYS.status, lambda e: any(
             s["name"] == "stalled" and s["state"] == "offline" for s in statuses(e)), 10)
-        code, body = _wait(lambda: (lambda r: r if r[0] == 503 else None)(_get(port, "/healthz")), 30,
-                           "an unhealthy answer")
+        code, body = wait_for(lambda: (lambda r: r if r[0] == 503 else None)(_get(port, "/healthz")), 30,
+                              "an unhealthy answer")
         assert not body["ok"] and not body["per_camera"]["stalled"]["ok"] and body["per_camera"]["good"]["ok"]
         assert any("stalled" in reason for reason in body["reasons"])
         assert run.gate.workers["good"].state == "online"
@@ -142,9 +133,9 @@ def test_a_full_disk_under_the_spill_costs_entries_not_the_scorer(rtsp_server, d
     try:
         read_stream(server.client(), KEYS.events, lambda e: len(e) >= 1, 60)
         server.stop()
-        _wait(lambda: any("File too large" in line for line in log), 90, "a failing spill write")
+        wait_for(lambda: any("File too large" in line for line in log), 90, "a failing spill write")
         failed_at, scored = time.time(), _metric(metrics, "facegate_faces_scored_total")
-        _wait(lambda: _metric(metrics, "facegate_faces_scored_total") >= scored + 3, 60, "scoring to go on")
+        wait_for(lambda: _metric(metrics, "facegate_faces_scored_total") >= scored + 3, 60, "scoring to go on")
         assert _metric(metrics, "facegate_bus_dropped_total") >= 1
         restarted = start_redis(tmp_path / "redis2", port=port)
         read_stream(restarted.client(), KEYS.events, lambda e: any(ev.ts > failed_at for ev in events_of(e)), 60)
@@ -282,13 +273,13 @@ def test_a_hung_server_is_reconnected_within_the_watchdog_time(looped_video):
     reader.thread.start()
     frozen = False
     try:
-        _wait(lambda: reader.frames > 10, 45, "frames")
+        wait_for(lambda: reader.frames > 10, 45, "frames")
         os.kill(server.process.pid, signal.SIGSTOP)
         frozen = True
-        _wait(lambda: reader.count("offline"), 30, "the reader to give up on the frozen stream")
+        wait_for(lambda: reader.count("offline"), 30, "the reader to give up on the frozen stream")
         os.kill(server.process.pid, signal.SIGCONT)
         frozen = False
-        _wait(lambda: reader.count("online") == 2, 45, "the camera back online")
+        wait_for(lambda: reader.count("online") == 2, 45, "the camera back online")
     finally:
         if frozen:
             os.kill(server.process.pid, signal.SIGCONT)
@@ -307,7 +298,7 @@ def test_a_camera_whose_video_stops_while_its_audio_goes_on_reconnects(media_dir
     reader = SourceThread(server.url("cam"), _source(watchdog_s=3))
     reader.thread.start()
     try:
-        _wait(lambda: reader.count("online") == 2, 60, "a reconnect after the video stopped")
+        wait_for(lambda: reader.count("online") == 2, 60, "a reconnect after the video stopped")
     finally:
         reader.stop.set()
         server.stop()
@@ -344,7 +335,7 @@ def test_the_supervisors_watchdog_reports_a_camera_whose_thread_is_held_up(redis
     from gate.source import stall_reason
 
     worker = _driven_worker(detector, media_dir, redis_server.url, watchdog_s=0.5)
-    _wait(lambda: worker.watch() or worker.state == "offline", 10, "the watchdog")
+    wait_for(lambda: worker.watch() or worker.state == "offline", 10, "the watchdog")
     assert not worker.tracker.tracks  # its tracks ended
     read_stream(redis_client, KEYS.status, lambda e: any(
         s["name"] == "clip" and s["state"] == "offline" and s["reason"] == stall_reason(0.5) for s in statuses(e)))
@@ -378,8 +369,8 @@ def test_livez_ignores_a_broken_camera_and_sees_a_stuck_supervisor_or_a_dead_thr
                                          metrics_port=port, health_stale_s=2, source=_source()))
     frozen = False
     try:
-        code, body = _wait(lambda: (lambda r: r if r[0] == 503 else None)(_get(port, "/healthz")), 30,
-                           "the broken camera to make the gate unhealthy")
+        code, body = wait_for(lambda: (lambda r: r if r[0] == 503 else None)(_get(port, "/healthz")), 30,
+                              "the broken camera to make the gate unhealthy")
         assert not body["per_camera"]["broken"]["ok"]
         code, body = _get(port, "/livez")
         assert code == 200 and body["ok"] and all(body["threads"].values()), body
@@ -387,12 +378,12 @@ def test_livez_ignores_a_broken_camera_and_sees_a_stuck_supervisor_or_a_dead_thr
         assert liveness(run.gate, limit_s)[0]
         os.kill(server.process.pid, signal.SIGSTOP)
         frozen = True
-        _, body = _wait(lambda: (lambda r: r if not r[0] else None)(liveness(run.gate, limit_s)), 60,
-                        "the supervisor to be seen stuck")
+        _, body = wait_for(lambda: (lambda r: r if not r[0] else None)(liveness(run.gate, limit_s)), 60,
+                           "the supervisor to be seen stuck")
         assert any("supervisor is stuck" in reason for reason in body["reasons"])
         os.kill(server.process.pid, signal.SIGCONT)
         frozen = False
-        _wait(lambda: liveness(run.gate, limit_s)[0], 60, "the supervisor going round again")
+        wait_for(lambda: liveness(run.gate, limit_s)[0], 60, "the supervisor going round again")
         run.gate.scoring.close()  # the scoring thread is gone, as if it had crashed
         ok, body = liveness(run.gate)
         assert not ok and body["threads"]["scorer"] is False

@@ -11,8 +11,8 @@ import pytest
 
 from gate.config import CameraConfig
 from gate.schema import Event, Keys
+from tests.support.gates import RunningGate, events_of, read_stream
 from tests.support.servers import start_redis
-from tests.test_gate import RunningGate, events_of, read_stream
 
 KEYS = Keys()
 
@@ -95,7 +95,7 @@ def test_redis_password_never_appears_in_outputs(rtsp_server, tmp_path):
 
 def test_bus_spills_to_disk_while_redis_is_away_and_delivers_in_order(tmp_path):
     from gate.bus import Bus, connect
-    from tests.test_gate import statuses
+    from tests.support.gates import statuses
 
     server = start_redis(tmp_path / "redis")
     port = server.port
@@ -130,7 +130,7 @@ def test_bus_counts_what_exceeds_memory_and_spill_bounds(tmp_path):
 
 
 def test_malformed_registry_and_control_entries_are_ignored(redis_server, redis_client, rtsp_server):
-    from tests.test_gate import statuses
+    from tests.support.gates import statuses
 
     redis_client.hset(KEYS.cameras, "huge", "x" * 100_000)
     redis_client.hset(KEYS.cameras, "notjson", "{url: nope")
@@ -251,7 +251,7 @@ def test_sigkill_then_restart_resumes_registered_cameras(redis_server, redis_cli
 
 
 def _status_reasons(client) -> list[str]:
-    from tests.test_gate import statuses
+    from tests.support.gates import statuses
 
     return [s["reason"] for s in statuses(read_stream(client, KEYS.status, lambda e: True))]
 
@@ -366,7 +366,7 @@ def test_memory_buffer_is_bounded_in_bytes(tmp_path):
 def test_entries_after_close_are_an_error_not_a_silent_drop(tmp_path, caplog):
     from gate.bus import Bus, connect
     from gate.scoring import ScoreJob, ScoringQueue
-    from tests.test_gate_units import _sample
+    from tests.support.gates import sample
 
     server = start_redis(tmp_path / "redis")
     try:
@@ -382,7 +382,7 @@ def test_entries_after_close_are_an_error_not_a_silent_drop(tmp_path, caplog):
         queue = ScoringQueue(lambda batch: [1.0] * len(batch))
         queue.close()
         with caplog.at_level("ERROR"):
-            queue.submit(ScoreJob(None, _sample(1, 1, 0.0)))
+            queue.submit(ScoreJob(None, sample(1, 1, 0.0)))
         assert any("after close" in r.getMessage() for r in caplog.records if r.levelname == "ERROR")
         assert queue.late == 1
     finally:
@@ -394,7 +394,7 @@ def test_scorer_survives_a_failing_callback(caplog):
     import numpy as np
 
     from gate.scoring import EndJob, ScoreJob, ScoringQueue
-    from tests.test_gate_units import _sample
+    from tests.support.gates import sample
 
     handled = []
 
@@ -413,7 +413,7 @@ def test_scorer_survives_a_failing_callback(caplog):
     shot = Shot()
     with caplog.at_level("ERROR"):
         for track in (1, 2, 3):
-            queue.submit(ScoreJob(shot, _sample(track, 1, float(track))))
+            queue.submit(ScoreJob(shot, sample(track, 1, float(track))))
             queue.end_track(EndJob(shot, track, float(track)))
         assert queue.barrier(30)
     assert handled == [("end", 1), ("score", 2), ("score", 3), ("end", 3)]
@@ -445,7 +445,7 @@ def test_bus_thread_survives_a_failing_callback(redis_server, redis_client):
 def test_outage_then_restart_delivers_every_event_exactly_once_in_order(rtsp_server, tmp_path):
     """Redis down, events produced, gate stopped (SIGTERM), gate restarted, Redis back: nothing lost,
     nothing twice, each track's events in order, the first gate's entries before the second's."""
-    from tests.test_gate import statuses
+    from tests.support.gates import statuses
 
     persistent = ("--appendonly", "yes")  # Redis keeps what it had received across its own restart
     server = start_redis(tmp_path / "redis", extra=persistent)

@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 
 from engines.detections import Faces
-from gate.bestshot import BestShot, Sample, encode_capped
+from gate.bestshot import BestShot, encode_capped
 from gate.config import BestShotConfig, ConfigError, load_config
 from gate.redact import redact_text, redact_url
 from gate.scoring import EndJob, ScoreJob, ScoringQueue
 from gate.tracker import Tracker
+from tests.support.gates import sample
 
 
 def test_shipped_config_is_valid():
@@ -72,23 +73,17 @@ def test_tracker_keeps_ids_through_motion_and_low_scores():
     assert fourth.matched[0][0].track_id == ids[0] and fourth.matched[0][0].hits == 4
 
 
-def _sample(track_id, hits, ts, value=0):
-    crop = np.full((112, 112, 3), value, np.uint8)
-    return Sample(track_id, hits, ts, 0.0, crop, np.zeros((90, 160, 3), np.uint8), np.array([10, 10, 80, 90.0]),
-                  np.zeros((5, 2)), 0.9, 640, 360)
-
-
 def test_best_shot_policy_new_update_end():
     events = []
     shot = BestShot("cam", BestShotConfig(update_margin=5, update_interval_s=1.0), 2, "m@1", events.append)
-    shot.on_scored(_sample(1, 1, 0.0, 10), 50.0)  # not confirmed yet: nothing published
+    shot.on_scored(sample(1, 1, 0.0, 10), 50.0)  # not confirmed yet: nothing published
     assert events == []
-    shot.on_scored(_sample(1, 2, 0.2, 20), 40.0)
+    shot.on_scored(sample(1, 2, 0.2, 20), 40.0)
     assert [e.type for e in events] == ["new"] and events[0].quality == 50.0  # the best so far, from hit 1
-    shot.on_scored(_sample(1, 3, 0.4, 30), 58.0)  # +8 but within the interval: no update yet
-    shot.on_scored(_sample(1, 4, 1.5, 40), 59.0)
+    shot.on_scored(sample(1, 3, 0.4, 30), 58.0)  # +8 but within the interval: no update yet
+    shot.on_scored(sample(1, 4, 1.5, 40), 59.0)
     assert [e.type for e in events] == ["new", "update"] and events[1].quality == 59.0
-    shot.on_scored(_sample(1, 5, 1.7, 70), 20.0)
+    shot.on_scored(sample(1, 5, 1.7, 70), 20.0)
     shot.on_end(1, 2.0)
     assert [e.type for e in events] == ["new", "update", "end"]
     assert events[2].quality == 59.0 and events[2].end_ts == 2.0
@@ -127,7 +122,7 @@ def test_scoring_queue_is_bounded_and_keeps_end_after_scores():
     recorder = Recorder()
     queue = ScoringQueue(slow_score, capacity=4, batch_size=2)
     for i in range(12):
-        queue.submit(ScoreJob(recorder, _sample(i, 1, float(i))))
+        queue.submit(ScoreJob(recorder, sample(i, 1, float(i))))
     queue.end_track(EndJob(recorder, 11, 12.0))
     assert queue.depth() <= 4 and queue.dropped >= 6
     release.set()

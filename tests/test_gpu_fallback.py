@@ -24,8 +24,9 @@ from gate import nvdec
 from gate import source as source_module
 from gate.config import CameraConfig, SourceConfig
 from gate.schema import Keys
+from tests.support.gates import RunningGate, read_stream, statuses
 from tests.support.servers import start_rtsp
-from tests.test_gate import RunningGate, read_stream, statuses
+from tests.support.waiting import wait_for
 
 AVERROR_EXTERNAL_TAG = b"EXT "
 
@@ -100,14 +101,6 @@ class SourceThread:
         return sum(1 for s, _ in self.states if s == state)
 
 
-def _wait(condition, timeout_s: float = 45.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        threading.Event().wait(0.05)
-
-
 def _config(hwaccel: str) -> SourceConfig:
     return SourceConfig(hwaccel=hwaccel, open_timeout_s=3, read_timeout_s=3, backoff_initial_s=0.2, backoff_max_s=1)
 
@@ -119,7 +112,7 @@ def test_auto_decodes_in_software_when_the_cuda_device_cannot_be_created(looped_
     try:
         for camera in cameras.values():
             camera.thread.start()
-        _wait(lambda: all(c.count("online") == 1 and c.frames > 10 for c in cameras.values()), what="online")
+        wait_for(lambda: all(c.count("online") == 1 and c.frames > 10 for c in cameras.values()), what="online")
         # Each camera opened its stream once, without a hardware device, and says what decodes it.
         assert Counter(url for url, _ in open_log) == {server.url(n): 1 for n in "abc"}
         assert not any(hw for _, hw in open_log)
@@ -129,9 +122,9 @@ def test_auto_decodes_in_software_when_the_cuda_device_cannot_be_created(looped_
         assert failing_device.calls == 1  # one probe for the whole process
 
         server.stop()  # every camera loses its stream, retries, and comes back when the server does
-        _wait(lambda: all(c.count("offline") >= 2 for c in cameras.values()), what="retries while down")
+        wait_for(lambda: all(c.count("offline") >= 2 for c in cameras.values()), what="retries while down")
         server = start_rtsp({"a": looped_video, "b": looped_video, "c": looped_video}, port=port)
-        _wait(lambda: all(c.count("online") == 2 for c in cameras.values()), 60, "back online")
+        wait_for(lambda: all(c.count("online") == 2 for c in cameras.values()), 60, "back online")
     finally:
         for camera in cameras.values():
             camera.stop.set()
@@ -155,7 +148,7 @@ def test_cuda_is_strict_and_names_the_cause_while_auto_cameras_run(looped_video,
         relaxed.thread.start()
         strict.thread.join(30)
         assert not strict.thread.is_alive()  # a camera that cannot work as configured stops retrying
-        _wait(lambda: relaxed.count("online") == 1 and relaxed.frames > 10, what="the auto camera online")
+        wait_for(lambda: relaxed.count("online") == 1 and relaxed.frames > 10, what="the auto camera online")
     finally:
         strict.stop.set()
         relaxed.stop.set()

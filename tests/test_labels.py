@@ -110,10 +110,8 @@ def test_labels_are_seeded_and_deterministic():
     assert np.nanmax(np.abs(a.labels - c.labels)) > 1e-6
 
 
-def test_degraded_crops_get_lower_labels_than_their_originals(seed_set, tmp_path):
-    out = tmp_path / "labels"
-    subprocess.run([sys.executable, "-m", "trainer.cli", "labels", "--data", str(seed_set / "train"),
-                    "--out", str(out), "--quiet"], check=True)
+def test_degraded_crops_get_lower_labels_than_their_originals(seed_set, seed_train_labels):
+    out = seed_train_labels
     labels = read_labels(out / "labels.csv")
     pairs = [(labels[str(seed_set / r.path)], labels[str(seed_set / r.original)])
              for r in read_index(seed_set) if r.split == "train" and r.kind != "original"]

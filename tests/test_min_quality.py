@@ -4,39 +4,31 @@ from __future__ import annotations
 
 import urllib.request
 
-import numpy as np
-
-from gate.bestshot import BestShot, Sample
+from gate.bestshot import BestShot
 from gate.config import BestShotConfig, CameraConfig, GateConfig
 from gate.schema import EVENT_FIELDS, Event, Keys
-from tests.support.gates import TEST_SOURCE, GateThread
+from tests.support.gates import TEST_SOURCE, GateThread, events_of, read_stream, sample
 from tests.support.servers import free_port
-from tests.test_gate import events_of, read_stream
-
-
-def _sample(track_id, hits, ts):
-    return Sample(track_id, hits, ts, 0.0, np.zeros((112, 112, 3), np.uint8), np.zeros((90, 160, 3), np.uint8),
-                  np.array([10, 10, 80, 90.0]), np.zeros((5, 2)), 0.9, 640, 360)
 
 
 def test_a_track_is_announced_only_once_its_best_reaches_min_quality():
     events: list[Event] = []
     shot = BestShot("cam", BestShotConfig(min_quality=50, update_margin=5, update_interval_s=0), 2, "m@1",
                     events.append)
-    shot.on_scored(_sample(1, 1, 0.0), 30.0)
-    shot.on_scored(_sample(1, 2, 0.2), 45.0)  # confirmed, best 45 < 50: held back
+    shot.on_scored(sample(1, 1, 0.0), 30.0)
+    shot.on_scored(sample(1, 2, 0.2), 45.0)  # confirmed, best 45 < 50: held back
     assert events == []
-    shot.on_scored(_sample(1, 3, 0.4), 52.0)  # reaches it: announced with that best
+    shot.on_scored(sample(1, 3, 0.4), 52.0)  # reaches it: announced with that best
     shot.on_end(1, 1.0)
     assert [(e.type, e.quality, e.below_min_quality) for e in events] == [("new", 52.0, False), ("end", 52.0, False)]
 
-    shot.on_scored(_sample(2, 1, 0.0), 20.0)
-    shot.on_scored(_sample(2, 2, 0.2), 49.9)
+    shot.on_scored(sample(2, 1, 0.0), 20.0)
+    shot.on_scored(sample(2, 2, 0.2), 49.9)
     shot.on_end(2, 1.0)  # never reached it: an end only, marked, with its best
     assert [(e.type, e.quality, e.below_min_quality) for e in events[2:]] == [("end", 49.9, True)]
     assert events[2].seq == 1 and events[2].face_jpeg
 
-    shot.on_scored(_sample(3, 1, 0.0), 90.0)  # never confirmed (one hit): nothing at all, as without a threshold
+    shot.on_scored(sample(3, 1, 0.0), 90.0)  # never confirmed (one hit): nothing at all, as without a threshold
     shot.on_end(3, 1.0)
     assert len(events) == 3 and shot.below_min_quality == 1
 

@@ -42,14 +42,13 @@ def test_imported_backbone_reproduces_sface_embeddings(seed_set, embedder):
 
 
 @pytest.fixture(scope="module")
-def tiny_run(seed_set, tmp_path_factory):
-    """Labels of the seed set and a 2-epoch fit on a small subset (mechanics, not accuracy)."""
+def tiny_run(seed_train_labels, tmp_path_factory):
+    """A 2-epoch fit (the whole network, as the reference) on a small subset of the seed set's labels
+    (mechanics, not accuracy)."""
     from trainer.labels_cli import read_labels
 
     out = tmp_path_factory.mktemp("run")
-    subprocess.run([sys.executable, "-m", "trainer.cli", "labels", "--data", str(seed_set / "train"), "--out",
-                    str(out / "labels"), "--quiet"], check=True)
-    labels = read_labels(out / "labels" / "labels.csv")
+    labels = read_labels(seed_train_labels / "labels.csv")
     subset = sorted(labels)[::12][:24]
     small = out / "small.csv"
     small.write_text("path,identity,label,mean_pos_sim,mean_neg_sim,n_pos\n" +

@@ -14,8 +14,8 @@ import redis
 
 from gate.config import CameraConfig, RedisConfig
 from gate.schema import Keys
+from tests.support.gates import RunningGate, events_of, read_stream
 from tests.support.servers import free_port, start_redis
-from tests.test_gate import RunningGate, events_of, read_stream
 
 KEYS = Keys()
 

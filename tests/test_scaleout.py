@@ -9,8 +9,8 @@ from collections import defaultdict
 from itertools import pairwise
 
 from gate.schema import Keys
+from tests.support.gates import events_of, read_stream, statuses
 from tests.support.servers import start_rtsp
-from tests.test_gate import events_of, read_stream, statuses
 
 KEYS = Keys()
 CAMERAS = ("a", "b", "c", "d")

@@ -9,12 +9,12 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from tests.support.waiting import wait_for
 from trainer.datasets import open_datasets
 from trainer.embed import embed_to_store
 from trainer.store import EMBEDDED, EmbeddingStore
@@ -56,14 +56,6 @@ def _embed_cmd(crops: Path, store: Path, *extra: str) -> list[str]:
             "--shard-size", str(SHARD), "--quiet", *extra]
 
 
-def _wait_for(condition, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
 def _same_embeddings(store: Path, reference: EmbeddingStore) -> None:
     made = EmbeddingStore(store)
     assert made.meta.n == reference.meta.n and made.done_shards() == made.meta.shards
@@ -80,14 +72,14 @@ def test_a_killed_run_resumes_with_only_the_missing_shards(crops, reference_stor
     process = subprocess.Popen(_embed_cmd(crops, store, "--workers", workers), env=_env(),
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     try:
-        _wait_for(lambda: len(list((store / "shards").glob("*.json"))) >= 3 if (store / "shards").is_dir() else False,
-                  240, "three shards marked done")
+        wait_for(lambda: len(list((store / "shards").glob("*.json"))) >= 3 if (store / "shards").is_dir() else False,
+                 240, "three shards marked done")
     finally:
         os.kill(process.pid, signal.SIGKILL)  # no chance to clean up, as with a power cut or the OOM killer
         process.wait()
     # Spawned workers die with their parent: nothing writes into the store any more.
-    _wait_for(lambda: subprocess.run(["pgrep", "-s", str(process.pid)], capture_output=True).returncode != 0,
-              30, "the killed run's workers to end")
+    wait_for(lambda: subprocess.run(["pgrep", "-s", str(process.pid)], capture_output=True).returncode != 0,
+             30, "the killed run's workers to end")
     before = _markers(store)
     assert 3 <= len(before) < 12, "the kill came too late to leave shards to do"
     early = subprocess.run([sys.executable, "-m", "trainer.cli", "labels", "--store", str(store), "--out",

@@ -38,10 +38,14 @@ def test_a_curve_that_never_improves_names_no_bands():
     assert derive_bands(rows((0, 0, 0.0), (20, 0.2, 0.0))) is None
 
 
-def test_the_shipped_model_without_a_table_has_no_bands():
+def test_the_shipped_model_names_bands_from_its_table_and_the_embedding_norm_none():
     manifest = read_manifest(model_dir(current_model("quality")))
-    assert read_table(manifest) is None and bands_of(manifest) is None
-    assert BandLookup().name(manifest.tag, 50.0) is None
+    table = read_table(manifest)
+    assert table is not None and bands_of(manifest) is not None  # shipped models carry their evaluation's table
+    assert BandLookup().name(manifest.tag, 100.0) == "good"
+    recognizer = read_manifest(model_dir("sface-2021dec"))
+    assert read_table(recognizer) is None and bands_of(recognizer) is None
+    assert BandLookup().name(f"embedding-norm:{recognizer.tag}", 11.0) is None
 
 
 @pytest.mark.parametrize(("change", "message"), [

@@ -5,7 +5,8 @@
 is a world of one, and every code path stays the same: the process group, the distributed
 sampler and the collectives simply have one member. Backends: NCCL on CUDA GPUs, gloo on
 CPUs. Commands that need no model replica (``trainer embed`` filling the embedding store)
-use :func:`rank_world` and :func:`wait_for_all` instead of a :class:`World`.
+use :func:`rank_world` and :func:`wait_for_all` instead of a :class:`World`. torch is
+imported where it is used, so commands that only ask where they stand start quickly.
 """
 
 from __future__ import annotations
@@ -14,11 +15,12 @@ import logging
 import os
 from dataclasses import dataclass
 from datetime import timedelta
-
-import torch
-import torch.distributed as dist
+from typing import TYPE_CHECKING
 
 from engines.errors import FacegateError
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -52,21 +54,30 @@ def _env_int(name: str, default: int) -> int:
         raise FacegateError(f"environment variable {name}={value!r} is not an integer") from None
 
 
-def _device(requested: str, local_rank: int) -> torch.device:
-    if requested == "auto":
-        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    if requested == "cuda":
-        if not torch.cuda.is_available():
+def resolve_device(requested: str, local_rank: int) -> str:
+    """``auto``: this rank's GPU when torch sees one, else ``cpu``; ``cuda``: this rank's GPU or an error;
+    any other name as given."""
+    if requested == "auto" and not os.path.exists("/dev/nvidiactl"):
+        return "cpu"  # no NVIDIA driver: no GPU to ask torch about
+    if requested in ("auto", "cuda"):
+        import torch
+
+        if torch.cuda.is_available():
+            return f"cuda:{local_rank}"
+        if requested == "cuda":
             raise FacegateError("--device cuda asked for, but torch sees no CUDA GPU")
-        return torch.device(f"cuda:{local_rank}")
-    return torch.device(requested)
+        return "cpu"
+    return requested
 
 
 def start_world(device: str = "auto", timeout_s: float = 1800.0) -> World:
     """Join the process group torchrun set up (or make a world of one) on the right device."""
     rank, size = _env_int("RANK", 0), _env_int("WORLD_SIZE", 1)
     local_rank, local_size = _env_int("LOCAL_RANK", 0), _env_int("LOCAL_WORLD_SIZE", size)
-    target = _device(device, local_rank)
+    import torch
+    import torch.distributed as dist
+
+    target = torch.device(resolve_device(device, local_rank))
     if target.type == "cuda":
         torch.cuda.set_device(target)
     backend = "nccl" if target.type == "cuda" else "gloo"
@@ -80,12 +91,17 @@ def start_world(device: str = "auto", timeout_s: float = 1800.0) -> World:
 
 def end_world(world: World) -> None:
     """Leave the process group (a world of one has none)."""
-    if world.distributed and dist.is_initialized():
-        dist.destroy_process_group()
+    if world.distributed:
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.destroy_process_group()
 
 
 def barrier(world: World) -> None:
     if world.distributed:
+        import torch.distributed as dist
+
         dist.barrier()
 
 
@@ -93,6 +109,9 @@ def sum_across(world: World, values: list[float]) -> list[float]:
     """Element-wise sum of ``values`` over all processes (identity in a world of one)."""
     if not world.distributed:
         return list(values)
+    import torch
+    import torch.distributed as dist
+
     tensor = torch.tensor(values, dtype=torch.float64, device=world.device if world.backend == "nccl" else "cpu")
     dist.all_reduce(tensor)
     return tensor.cpu().tolist()
@@ -116,6 +135,8 @@ def wait_for_all(size: int) -> None:
     """A gloo barrier among ``size`` ranks (with or without GPUs); nothing to wait for in a world of one."""
     if size <= 1:
         return
+    import torch.distributed as dist
+
     if not dist.is_initialized():
         dist.init_process_group("gloo", timeout=EMBEDDING_BARRIER_TIMEOUT)
     dist.barrier()

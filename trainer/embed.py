@@ -27,13 +27,9 @@ from engines.embedder import DEFAULT_RECOGNIZER
 from engines.errors import DatasetError
 from engines.paths import cache_root
 from trainer.datasets import FaceDataset
-from trainer.distributed import rank_world, wait_for_all
-from trainer.embed_cache import EmbeddingCache, _content_key
+from trainer.distributed import rank_world, resolve_device, wait_for_all
 from trainer.embed_shards import Reuse, ShardWorker, make_embedder, run_shards
 from trainer.store import EmbeddingStore, StoreMeta
-
-# EmbeddingCache and _content_key stay importable from here for trainer.evaluate.
-__all__ = ["EmbeddedDataset", "EmbeddingCache", "_content_key", "embed_dataset", "embed_to_store"]
 
 
 def default_shard_size(n: int) -> int:
@@ -59,16 +55,6 @@ def default_store_dir(dataset: FaceDataset, recognizer: str, dtype: str, cache: 
 
 
 # -- the whole dataset ---------------------------------------------------------------------
-
-
-def _device(device: str, local_rank: int) -> str:
-    if device == "auto":
-        if not os.path.exists("/dev/nvidiactl"):
-            return "cpu"
-        import torch
-
-        return f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
-    return f"cuda:{local_rank}" if device == "cuda" else device
 
 
 def _prepare(folder: Path, meta: StoreMeta, dataset: FaceDataset) -> tuple[EmbeddingStore, Path | None]:
@@ -145,7 +131,7 @@ def embed_to_store(dataset: FaceDataset, store_dir: Path | None = None, recogniz
     rows = sum(store.shard_rows(s)[1] - store.shard_rows(s)[0] for s, _ in tasks)
     if done and progress and rank == 0:
         print(f"embeddings: {len(done)} of {meta.shards} shards already done in {folder}", flush=True)
-    device = _device(device, local_rank)
+    device = resolve_device(device, local_rank)  # names other than cuda… (cpu, labels' numpy) embed on the CPU
     if device.startswith("cuda") or (world > 1 and workers is None):
         workers = 1  # one process per GPU, or per torchrun rank unless asked otherwise
     workers = max(1, min(workers or os.cpu_count() or 1, len(tasks)))

@@ -12,6 +12,8 @@ import numpy as np
 
 DISCARD = np.round(np.arange(0.0, 0.951, 0.05), 2)
 FMRS = (1e-2, 1e-3, 1e-4)
+# Where decisions are taken: bootstrap intervals, the threshold table, ship claims, promotion.
+DECISION_FMR = 1e-3
 
 
 def fnmr_at_fmr(mated: np.ndarray, nonmated: np.ndarray, fmr: float) -> float:

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from engines.paths import cache_root
-from trainer.erc import DISCARD, FMRS, area
+from trainer.erc import DECISION_FMR, DISCARD, FMRS, area
 from trainer.evaluation import claims as ship
 from trainer.evaluation import plots
 from trainer.evaluation.bootstrap import REPLICATES, Bootstrap
@@ -50,7 +50,6 @@ from trainer.evaluation.thresholds import threshold_table
 from trainer.evaluation.weighted_erc import ErcSet
 
 RECOGNIZERS = ("sface", "dlib-resnet")
-BOOTSTRAP_FMR = 1e-3
 LADDER_PER_IDENTITY = {"seed/heldout": 6}  # clean crops per person on the degradation ladder (default 5)
 
 
@@ -78,7 +77,7 @@ class SetEvaluation:
         self.scores: dict[str, np.ndarray] = {}
         self.curves: dict[str, dict[str, dict[float, np.ndarray]]] = {}
         fingerprint = hashlib.sha256(("|".join(heldout.keys) + "|" + "|".join(heldout.identities)).encode())
-        self.bootstrap = Bootstrap(self.erc, BOOTSTRAP_FMR, replicates, cache_dir=self.cache / "eval" / "bootstrap",
+        self.bootstrap = Bootstrap(self.erc, DECISION_FMR, replicates, cache_dir=self.cache / "eval" / "bootstrap",
                                    set_fingerprint=fingerprint.hexdigest()) if replicates else None
         self.baselines: MethodScores = baseline_scores(heldout, self.cache, self.sface, progress)
         for method, values in self.baselines.scores.items():
@@ -132,7 +131,7 @@ class SetEvaluation:
                     row = {"data": self.heldout.name, "recognizer": recognizer, "method": method, "fmr": fmr,
                            "auc": round(area(curve), 6), "pauc_0.2": round(area(curve, 0.2), 6),
                            "pauc_0.3": round(area(curve, 0.3), 6)}
-                    if self.bootstrap and fmr == BOOTSTRAP_FMR and (recognizer, method) in self.bootstrap.values:
+                    if self.bootstrap and fmr == DECISION_FMR and (recognizer, method) in self.bootstrap.values:
                         for name in ("pauc_0.2", "pauc_0.3"):
                             row["ci_" + name] = self.bootstrap.interval(recognizer, method, name).as_list()
                     out.append(row)
@@ -143,9 +142,9 @@ class SetEvaluation:
         out = []
         rows = self.rows()
         for recognizer in self.erc.recognizers:
-            table = {r["method"]: r for r in rows if r["recognizer"] == recognizer and r["fmr"] == BOOTSTRAP_FMR}
+            table = {r["method"]: r for r in rows if r["recognizer"] == recognizer and r["fmr"] == DECISION_FMR}
             rival = ship.best_other(table, model_method)
-            row = {"data": self.heldout.name, "recognizer": recognizer, "fmr": BOOTSTRAP_FMR, "method": model_method,
+            row = {"data": self.heldout.name, "recognizer": recognizer, "fmr": DECISION_FMR, "method": model_method,
                    "versus": rival, "pauc_0.3": round(table[model_method]["pauc_0.3"] - table[rival]["pauc_0.3"], 6)}
             if self.bootstrap:
                 self.run_bootstrap([model_method, rival])
@@ -158,7 +157,7 @@ class SetEvaluation:
         method and the interval of the difference, per recogniser (for experiment loops)."""
         method = self.add_model(model)
         diffs = {d["recognizer"]: d for d in self.differences(method)}
-        rows = {r["recognizer"]: r for r in self.rows() if r["method"] == method and r["fmr"] == BOOTSTRAP_FMR}
+        rows = {r["recognizer"]: r for r in self.rows() if r["method"] == method and r["fmr"] == DECISION_FMR}
         return {"model": method, "data": self.heldout.name,
                 "recognizers": {name: {"pauc_0.3": rows[name]["pauc_0.3"], "ci": rows[name].get("ci_pauc_0.3"),
                                        "best_other": diffs[name]["versus"], "difference": diffs[name]["pauc_0.3"],
@@ -242,7 +241,7 @@ def _protocol(replicates: int) -> dict:
             "pair_quality": "the lower of the two images' qualities",
             "discard": "lowest-quality fraction u of mated and of non-mated pairs; threshold recomputed at each u",
             "fmrs": list(FMRS), "areas": {"pauc_0.2": "u ≤ 0.2", "pauc_0.3": "u ≤ 0.3", "auc": "u ≤ 0.95"},
-            "bootstrap": {"replicates": replicates, "unit": "identity (pairs follow)", "fmr": BOOTSTRAP_FMR,
+            "bootstrap": {"replicates": replicates, "unit": "identity (pairs follow)", "fmr": DECISION_FMR,
                           "interval": "percentile 95%", "areas": ["pauc_0.2", "pauc_0.3"]},
             "oracle": f"{ORACLE}: SDD-FIQA labels of the held-out set by SFace (knows the identities)"}
 
@@ -261,7 +260,7 @@ def write_report(report: dict, out: Path) -> None:
     plots.degradation(report, out.with_name(f"{out.stem}-degradation.png"))
 
 
-def summary_table(report: dict, fmr: float = 1e-3) -> str:
+def summary_table(report: dict, fmr: float = DECISION_FMR) -> str:
     """The main set's table (pAUC with intervals, AUC) at one FMR."""
     return results_table(report, report["main"], fmr)
 

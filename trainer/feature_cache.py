@@ -264,7 +264,11 @@ def build_cache(images: LabelledImages, keys: list[str], store: FeatureStore, ru
     first_position = {}
     for position, key in enumerate(keys):
         first_position.setdefault(key, position)
+    store.refresh()
     missing = store.missing(keys)
+    # Every process lists what is missing before any of them writes: a process that got here late
+    # would otherwise list fewer images, and the shards it takes would not be the ones left to it.
+    barrier(world)
     reused = len(first_position) - len(missing)
     needed = len(missing) * store.bytes_per_image
     free = shutil.disk_usage(store.folder).free

@@ -25,7 +25,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import wasserstein_distance
 from threadpoolctl import threadpool_limits
 
 from trainer.draws import Layout, draw_block, identity_blocks
@@ -118,6 +117,8 @@ def _cos(a: np.ndarray, b: np.ndarray) -> float:
 def reference_labels(embeddings: np.ndarray, identities: np.ndarray, params: LabelParams = DEFAULT_PARAMS,
                      progress: ProgressFn | None = None) -> LabelResult:
     """Pseudo-labels computed per image with ``scipy.stats.wasserstein_distance``."""
+    from scipy.stats import wasserstein_distance  # the reference's alone (a second to import)
+
     order, layout, feats = _prepare(np.asarray(embeddings), np.asarray(identities))
     feats = feats.astype(np.float64)
     n = layout.n

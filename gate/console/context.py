@@ -45,7 +45,9 @@ class Console:
     def for_gate(cls, gate: Gate, token: str | None) -> Console:
         client = sibling_client(gate.client)
         keys = gate.keys
-        bands = BandLookup(gate.config.quality.bands_recognizer, known=(gate.scorer.manifest,))
+        # A quality model's manifest may hold a threshold table; the embedding norm's is SFace's (none).
+        known = (gate.scorer.manifest,) if gate.scorer.method == "model" else ()
+        bands = BandLookup(gate.config.quality.bands_recognizer, known=known)
         password = client.connection_pool.connection_kwargs.get("password")
         redactor = Redactor(token, password)
         for camera in gate.config.cameras:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import dataclasses
+from typing import Any, Literal, get_origin, get_type_hints
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from gate.schema import EVENT_FIELDS, IMAGE_FIELDS, Event
 
 
 class CameraView(BaseModel):
@@ -38,31 +41,33 @@ class AttachResult(BaseModel):
     transport: str
 
 
-class EventView(BaseModel):
-    """One best-frame event without its image bytes (``face_url``/``frame_url`` fetch them)."""
-
+class _EventViewBase(BaseModel):
     model_config = ConfigDict(extra="allow")  # fields a newer gate adds pass through
 
     entry_id: str = Field(description="the Redis stream entry id (for after=, before= and the image URLs)")
-    type: str
-    event_id: str
-    camera: str
-    track: int
-    seq: int
-    ts: float
-    start_ts: float
-    end_ts: float | None
-    bbox: list[float]
-    landmarks: list[list[float]]
-    det_score: float
-    quality: float
-    band: str | None = Field(description="quality band from the model's threshold table (None: the model has none)")
-    model: str
-    frame_w: int
-    frame_h: int
-    below_min_quality: bool
-    face_url: str | None
-    frame_url: str | None
+
+
+def _event_view_fields() -> dict[str, Any]:
+    """The event's fields as :mod:`gate.schema` defines them (types, meanings), the image bytes left out
+    (``face_url``/``frame_url`` fetch them), and the band after the quality."""
+    types = get_type_hints(Event)
+    fields: dict[str, Any] = {}
+    for item in dataclasses.fields(Event):
+        if item.name in IMAGE_FIELDS:
+            continue
+        default = ... if item.default is dataclasses.MISSING else item.default
+        kind = str if get_origin(types[item.name]) is Literal else types[item.name]  # a newer gate's values pass
+        fields[item.name] = (kind, Field(default, description=EVENT_FIELDS[item.name]))
+        if item.name == "quality":
+            fields["band"] = (str | None, Field(description="quality band from the model's threshold table "
+                                                "(None: the model or method has none)"))
+    fields["face_url"] = (str | None, Field(description="the face crop's JPEG (None: the event has none)"))
+    fields["frame_url"] = (str | None, Field(description="the full frame's JPEG (None: the event has none)"))
+    return fields
+
+
+EventView = create_model("EventView", __base__=_EventViewBase, __module__=__name__, **_event_view_fields())
+EventView.__doc__ = "One best-frame event without its image bytes (``face_url``/``frame_url`` fetch them)."
 
 
 class EventPage(BaseModel):
@@ -89,9 +94,11 @@ class BandView(BaseModel):
 
 class GateView(BaseModel):
     worker: str
-    model: str
+    model: str = Field(description="what events carry in 'model': name@version, or embedding-norm:<recogniser>")
+    method: str = Field(description="quality.method: model or embedding-norm")
     backend: str
-    min_quality: float | None = Field(description="bestshot.min_quality of this gate (None: off)")
+    min_quality: float | None = Field(description="bestshot.min_quality of this gate, in the method's units "
+                                      "(None: off)")
     recognizer: str | None = Field(description="whose threshold table names the bands")
     fmr: float | None
     bands: list[BandView] = Field(description="best first; empty when the model has no threshold table")

@@ -22,7 +22,8 @@ router = APIRouter(tags=["gate"])
 def gate_info(console: ConsoleDep) -> GateView:
     gate = console.gate
     bands = console.model_bands
-    return GateView(worker=gate.worker_id, model=gate.model_tag, backend=gate.scorer.backend_name,
+    return GateView(worker=gate.worker_id, model=gate.model_tag, method=gate.scorer.method,
+                    backend=gate.scorer.backend_name,
                     min_quality=gate.config.bestshot.min_quality, recognizer=bands.recognizer if bands else None,
                     fmr=bands.fmr if bands else None,
                     bands=[BandView(name=b.name, min_quality=b.min_quality, fnmr=b.fnmr, discarded=b.discarded)

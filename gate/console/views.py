@@ -14,11 +14,10 @@ from engines.thresholds import BandLookup
 from gate.config import CameraConfig
 from gate.console.models import AttachResult, CameraView, EventView, StatusView
 from gate.redact import redact_text, redact_url
-from gate.schema import Event
+from gate.schema import IMAGE_FIELDS, Event
 
 STALE_AFTER_S = 10.0  # a gate writes its cameras' states every second or so
 MASK = "***"
-IMAGE_FIELDS = {"face_jpeg", "frame_jpeg"}
 
 
 class Redactor:

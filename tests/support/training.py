@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from tests.support.servers import free_port
 from trainer.seedset import read_index
 
 LABELS_HEADER = "path,identity,label,mean_pos_sim,mean_neg_sim,n_pos\n"
@@ -44,25 +42,6 @@ def trainer_command(*args: str) -> list[str]:
 def torchrun_command(processes: int, *args: str) -> list[str]:
     return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes), "--master_addr",
             "127.0.0.1", "--master_port", str(free_port()), "-m", "trainer.cli", *args]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(condition: Callable[[], bool], timeout_s: float, process: subprocess.Popen | None = None,
-             what: str = "condition") -> None:
-    """Poll ``condition`` until it holds; fail on timeout or when ``process`` ends first."""
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if process is not None and process.poll() is not None:
-            out = process.stdout.read() if process.stdout else ""
-            raise AssertionError(f"process ended (rc {process.returncode}) before {what}: {out[-2000:]}")
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-        time.sleep(0.02)
 
 
 def kill(process: subprocess.Popen) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -76,6 +77,28 @@ class FaceDataset(ABC):
             lookup = {k: i for i, k in enumerate(self.all_keys())}
             self._key_index = lookup
         return lookup[key]
+
+
+class FileItems(FaceDataset):
+    """Items that are image files under ``base``, named by their path relative to it.
+
+    What identity folders and list files share; they differ in how they find the files.
+    """
+
+    base: Path
+    _files: list[str]  # relative to base (an absolute path stays absolute)
+
+    def key(self, i: int) -> str:
+        return f"{self.name}/{self._files[i]}"
+
+    def path(self, i: int) -> str:
+        return str(self.base / self._files[i])
+
+    def read_bytes(self, i: int) -> bytes:
+        try:
+            return Path(self.path(i)).read_bytes()
+        except OSError as exc:
+            raise ImageReadError(f"cannot read image {self.path(i)}: {exc.strerror or exc}") from None
 
 
 def decode_image(data: bytes, where: str) -> np.ndarray:

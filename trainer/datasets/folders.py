@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from engines.errors import DatasetError, ImageReadError
+from engines.errors import DatasetError
 from engines.imageio import IMAGE_SUFFIXES
-from trainer.datasets.base import FaceDataset
+from trainer.datasets.base import FileItems
 
 
 def _walk(folder: str) -> list[os.DirEntry]:
@@ -26,11 +26,11 @@ def _walk(folder: str) -> list[os.DirEntry]:
     return found
 
 
-class IdentityFolders(FaceDataset):
+class IdentityFolders(FileItems):
     """Images of ``root/<identity>/…``, sorted by identity then relative path (reproducible)."""
 
     def __init__(self, root: Path | str, name: str | None = None) -> None:
-        self.root = Path(root)
+        self.root = self.base = Path(root)
         if not self.root.is_dir():
             raise DatasetError(f"dataset folder {self.root} does not exist or is not a folder")
         self.name = name or self.root.resolve().name
@@ -69,20 +69,8 @@ class IdentityFolders(FaceDataset):
         self._sizes = np.asarray(sizes, dtype=np.int64)
         self._mtimes = np.asarray(mtimes, dtype=np.int64)
 
-    def key(self, i: int) -> str:
-        return f"{self.name}/{self._files[i]}"
-
-    def path(self, i: int) -> str:
-        return str(self.root / self._files[i])
-
     def stamp(self, i: int) -> str:
         return f"{self._sizes[i]}:{self._mtimes[i]}"
-
-    def read_bytes(self, i: int) -> bytes:
-        try:
-            return Path(self.path(i)).read_bytes()
-        except OSError as exc:
-            raise ImageReadError(f"cannot read image {self.path(i)}: {exc.strerror or exc}") from None
 
     def spec(self) -> dict:
         return {"kind": "folders", "path": str(self.root.resolve()), "name": self.name}

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
-from engines.errors import DatasetError, ImageReadError
-from trainer.datasets.base import FaceDataset
+from engines.errors import DatasetError
+from trainer.datasets.base import FileItems
 
 
-class ListFileDataset(FaceDataset):
+class ListFileDataset(FileItems):
     """Items in the order the list gives them; identities numbered by first appearance."""
 
     def __init__(self, list_path: Path | str, name: str | None = None) -> None:
@@ -51,24 +51,12 @@ class ListFileDataset(FaceDataset):
         self.identity_index = np.asarray(identities, dtype=np.int32)
         self._files = files
 
-    def key(self, i: int) -> str:
-        return f"{self.name}/{self._files[i]}"
-
-    def path(self, i: int) -> str:
-        return str(self.base / self._files[i])
-
     def stamp(self, i: int) -> str:
         try:
             stat = os.stat(self.path(i))
         except OSError:
             return "missing"
         return f"{stat.st_size}:{stat.st_mtime_ns}"
-
-    def read_bytes(self, i: int) -> bytes:
-        try:
-            return Path(self.path(i)).read_bytes()
-        except OSError as exc:
-            raise ImageReadError(f"cannot read image {self.path(i)}: {exc.strerror or exc}") from None
 
     def spec(self) -> dict:
         return {"kind": "list", "path": str(self.list_path.resolve()), "name": self.name}

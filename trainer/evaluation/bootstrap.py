@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from trainer.erc import DISCARD, area
+from trainer.erc import DECISION_FMR, DISCARD, area
 from trainer.evaluation.weighted_erc import ErcSet
 
 REPLICATES = 1000
@@ -71,7 +71,7 @@ def interval(values: np.ndarray) -> Interval:
 class Bootstrap:
     """Replicate areas per (recogniser, method) at one FMR, on one :class:`ErcSet`."""
 
-    def __init__(self, erc: ErcSet, fmr: float = 1e-3, replicates: int = REPLICATES, seed: int = SEED,
+    def __init__(self, erc: ErcSet, fmr: float = DECISION_FMR, replicates: int = REPLICATES, seed: int = SEED,
                  cache_dir: Path | None = None, set_fingerprint: str = "") -> None:
         self.erc = erc
         self.fmr = fmr

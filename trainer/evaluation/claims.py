@@ -19,9 +19,9 @@ can check it against the rows.
 
 from __future__ import annotations
 
+from trainer.erc import DECISION_FMR
 from trainer.evaluation.methods import MODEL_PREFIX, ORACLE
 
-FMR = 1e-3
 AREA = "pauc_0.3"
 SEED_SET = "seed/heldout"
 REFERENCE_TAG = "sddfiqa-mfn@1"
@@ -29,7 +29,7 @@ REFERENCE_TAG = "sddfiqa-mfn@1"
 
 def _rows(report: dict, data: str, recognizer: str) -> dict[str, dict]:
     return {r["method"]: r for r in report["results"]
-            if r["data"] == data and r["recognizer"] == recognizer and r["fmr"] == FMR}
+            if r["data"] == data and r["recognizer"] == recognizer and r["fmr"] == DECISION_FMR}
 
 
 def best_other(rows: dict[str, dict], model_method: str) -> str:
@@ -43,7 +43,7 @@ def ship_claims(report: dict) -> dict:
     model_method = MODEL_PREFIX + report["model"]
     main = report["main"]
     recognizers = list(dict.fromkeys(r["recognizer"] for r in report["results"] if r["data"] == main))
-    claims: dict = {"model": report["model"], "data": main, "fmr": FMR, "area": AREA}
+    claims: dict = {"model": report["model"], "data": main, "fmr": DECISION_FMR, "area": AREA}
 
     beats, excludes = {}, {}
     for recognizer in recognizers:
@@ -53,7 +53,7 @@ def ship_claims(report: dict) -> dict:
                              "best_other_value": rows[rival][AREA],
                              "holds": bool(rows[model_method][AREA] < rows[rival][AREA])}
         difference = next((d for d in report.get("differences", []) if d["data"] == main and
-                           d["recognizer"] == recognizer and d["fmr"] == FMR and d["versus"] == rival), None)
+                           d["recognizer"] == recognizer and d["fmr"] == DECISION_FMR and d["versus"] == rival), None)
         excludes[recognizer] = {"versus": rival, "difference": difference and difference[AREA],
                                 "ci": difference and difference["ci"],
                                 "holds": bool(difference is not None and difference["ci"][1] < 0)}

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from trainer.erc import DECISION_FMR
 from trainer.evaluation.methods import MODEL_PREFIX
-
-DECISION_FMR = 1e-3
 
 
 def decision_score(report: dict, tag: str | None = None) -> float:

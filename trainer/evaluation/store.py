@@ -3,8 +3,8 @@
 One ``.npz`` file per producer (a recogniser, a baseline, a model by its sha256), keyed by
 the sha256 of each image file's bytes, so a held-out set is embedded or scored once and
 every later evaluation (another candidate model, another report) reuses it. The file format
-is the one ``trainer/embed.py`` writes (arrays ``keys``, ``vectors``, ``failed_keys``,
-``reasons``), so the evaluation caches made before this module existed stay valid.
+(arrays ``keys``, ``vectors``, ``failed_keys``, ``reasons``) is the one the evaluation's
+embedding cache used before this module, so caches made then stay valid.
 """
 
 from __future__ import annotations

@@ -18,10 +18,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from trainer.erc import fnmr_at_fmr
+from trainer.erc import DECISION_FMR, fnmr_at_fmr
 from trainer.evaluation.pairs import Pairs
 
-FMR = 1e-3
 # Image fractions at which rows are placed (the quality there, rounded to 0.01, is the threshold).
 DISCARD_STEPS = (0.0, 0.02, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5)
 
@@ -34,7 +33,7 @@ def quality_steps(quality: np.ndarray, fractions: tuple[float, ...] = DISCARD_ST
 
 
 def threshold_rows(quality: np.ndarray, pairs: Pairs, mated_similarity: np.ndarray,
-                   nonmated_similarity: np.ndarray, fmr: float = FMR) -> list[dict]:
+                   nonmated_similarity: np.ndarray, fmr: float = DECISION_FMR) -> list[dict]:
     """One recogniser's table: a row per threshold of :func:`quality_steps`."""
     mated_quality, nonmated_quality = pairs.pair_quality(quality)
     finite = np.where(np.isfinite(quality), quality, -np.inf)
@@ -48,7 +47,7 @@ def threshold_rows(quality: np.ndarray, pairs: Pairs, mated_similarity: np.ndarr
 
 
 def threshold_table(data: str, quality: np.ndarray, pairs: Pairs,
-                    similarities: dict[str, tuple[np.ndarray, np.ndarray]], fmr: float = FMR) -> dict:
+                    similarities: dict[str, tuple[np.ndarray, np.ndarray]], fmr: float = DECISION_FMR) -> dict:
     """The contract block: ``{"fmr", "data", "recognizers": {name: rows}}``."""
     return {"fmr": fmr, "data": data,
             "recognizers": {name: threshold_rows(quality, pairs, mated, nonmated, fmr)

@@ -273,7 +273,7 @@ async function start() {
   let newest = "0-0";
   try {
     gateInfo = await apiJson("api/gate");
-    $("model").textContent = `model ${gateInfo.model} on ${gateInfo.backend} · worker ${gateInfo.worker}`;
+    $("model").textContent = `quality ${gateInfo.model} on ${gateInfo.backend} · worker ${gateInfo.worker}`;
     showBands(gateInfo);
     const recent = await apiJson(`api/events?limit=${FACES_PER_CAMERA * 8}`);
     for (const event of recent.events) addEvent(event);
