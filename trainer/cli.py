@@ -79,6 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
     rebuild.add_argument("--embed-workers", type=int, default=None, help="embedding processes on a CPU")
     rebuild.add_argument("--store-dtype", choices=("float16", "float32"), default=None,
                          help="embedding store precision (default: trainer labels' own)")
+    rebuild.add_argument("--degrade-fraction", type=float, default=0.0, metavar="F",
+                         help="add one realistic degraded copy of this fraction of the training images, each in its "
+                         "original's identity (see `trainer labels --help`; default 0: none)")
+    rebuild.add_argument("--degrade-seed", type=int, default=0, metavar="S", help="draws of the degraded copies")
     rebuild.add_argument("--force", action="store_true", help="make the new model current regardless")
     rebuild.add_argument("--quiet", action="store_true")
     rebuild.set_defaults(func=_cmd_rebuild)
@@ -87,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _cmd_rebuild(args: argparse.Namespace) -> int:
     from engines.errors import DatasetError
+    from trainer.datasets.degraded import DegradeOptions
     from trainer.model_cli import fit_recipe
     from trainer.rebuild import rebuild
     from trainer.rebuild_stages import EmbeddingOptions
@@ -101,7 +106,8 @@ def _cmd_rebuild(args: argparse.Namespace) -> int:
     fit_params, fit_options = fit_recipe(args)
     embedding = EmbeddingOptions(workers=args.embed_workers, dtype=args.store_dtype, device=args.device)
     result = rebuild(roots, heldout, fit_params=fit_params, force=args.force, progress=not args.quiet,
-                     fit_options=fit_options, embedding=embedding)
+                     fit_options=fit_options, embedding=embedding,
+                     degrade=DegradeOptions(args.degrade_fraction, args.degrade_seed))
     print(f"rebuild: {result.version_dir.name}: score {result.score:.4f} (mean pAUC u<=0.3 at FMR 1e-3; "
           f"lower is better)" + (f", current {result.current_score:.4f}" if result.current_score is not None else ""))
     print("  became current" if result.became_current else "  kept the current model (use --force to switch)")

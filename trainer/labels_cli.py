@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from engines.errors import DatasetError
+from trainer.datasets.degraded import DegradeOptions
 from trainer.distributed import rank_world
 from trainer.labels import LabelResult, fast_labels, reference_labels
 from trainer.labels_io import read_labels, write_labels
@@ -40,6 +41,12 @@ def _store_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shard-size", type=int, default=None,
                    help="images per shard, the unit of resuming (default: 4096, less for small sets)")
     p.add_argument("--cache", type=Path, default=None, help="cache root (default: $FACEGATE_CACHE)")
+    p.add_argument("--degrade-fraction", type=float, default=0.0, metavar="F",
+                   help="add one realistic degraded copy (blur, downscale, JPEG, noise, occlusion, under- or "
+                   "over-exposure, mild to severe) of this fraction of the images, each in its original's "
+                   "identity; deterministic (default 0: none)")
+    p.add_argument("--degrade-seed", type=int, default=0, metavar="S",
+                   help="which images get a copy, and which degradation (default 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -121,14 +128,28 @@ class LabelInput:
     model: str
     data: dict | None
     store: str | None = None
+    degraded_copies: dict | None = None  # what DegradedCopies added (None: no copies)
+
+
+def degrade_options(args: argparse.Namespace) -> DegradeOptions:
+    return DegradeOptions(getattr(args, "degrade_fraction", 0.0) or 0.0, getattr(args, "degrade_seed", 0) or 0)
 
 
 def _embed(args: argparse.Namespace):
-    from trainer.datasets import open_datasets
-    from trainer.embed import embed_to_store
+    from engines.embedder import DEFAULT_RECOGNIZER
+    from engines.modelfiles import load_model
+    from trainer.datasets import open_datasets, with_degraded_copies
+    from trainer.embed import default_store_dir, embed_to_store
 
-    dataset = open_datasets(_roots(args.data))
-    run = embed_to_store(dataset, getattr(args, "store", None), cache=args.cache,
+    base = open_datasets(_roots(args.data))
+    dataset = with_degraded_copies(base, degrade_options(args))
+    store = getattr(args, "store", None)
+    if store is None and dataset is not base:
+        # The base roots' own store folder: a run with another fraction (or none) then finds the
+        # originals and the shared copies there by content and embeds only what is new.
+        store = default_store_dir(base, load_model(DEFAULT_RECOGNIZER)[0].tag.replace("@", "-"),
+                                  getattr(args, "dtype", "float16"), args.cache)
+    run = embed_to_store(dataset, store, cache=args.cache,
                          dtype=getattr(args, "dtype", "float16"), shard_size=getattr(args, "shard_size", None),
                          workers=getattr(args, "workers", None), device=getattr(args, "device", "auto"),
                          progress=not args.quiet)
@@ -172,7 +193,9 @@ def _load(args: argparse.Namespace) -> LabelInput:
                           paths.__getitem__, paths.__getitem__, [], f"precomputed:{args.embeddings.name}", None)
     if args.data:
         dataset, run = _embed(args)
-        return _from_store(run.store_dir, dataset)
+        source = _from_store(run.store_dir, dataset)
+        source.degraded_copies = dataset.describe() if hasattr(dataset, "describe") else None
+        return source
     if getattr(args, "store", None) is not None:
         return _from_store(args.store)
     raise DatasetError("give --data (one or more datasets), --embeddings with --identities, or --store")
@@ -260,6 +283,7 @@ def run(args: argparse.Namespace) -> int:
         "labelled": int(result.labelled.sum()),
         "identities": int((counts > 0).sum()),
         "one_image_identities": singletons,
+        "degraded_copies": source.degraded_copies,
         "skipped": [{"path": p, "reason": r} for p, r in source.skipped],
         "label_stats": {"mean": float(labels.mean()), "std": float(labels.std()),
                         "min": float(labels.min()), "max": float(labels.max())},

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from engines.paths import MODELS_DIR
 from engines.registry import set_current
+from trainer.datasets.degraded import DegradeOptions
 from trainer.fit_options import FitOptions
 from trainer.rebuild_stages import EmbeddingOptions
 from trainer.rebuild_stages import portable as _portable
@@ -49,13 +50,14 @@ def rebuild(train: Path | Sequence[Path], heldout: Path, labels: LabelParams = L
             models_dir: Path = MODELS_DIR, progress: bool = True,
             recognizers: tuple[str, ...] = ("sface", "dlib-resnet"),
             fit_options: FitOptions | None = None, embedding: EmbeddingOptions | None = None,
-            ) -> RebuildResult:
-    """Stages 1–5 (see ``trainer.rebuild_stages`` for 1–4); ``train`` is one dataset root or several."""
+            degrade: DegradeOptions | None = None) -> RebuildResult:
+    """Stages 1–5 (see ``trainer.rebuild_stages`` for 1–4); ``train`` is one dataset root or several;
+    ``degrade``: one degraded copy of a fraction of the training images, in their identities."""
     from trainer.rebuild_stages import RebuildStages
 
     roots = [Path(train)] if isinstance(train, str | Path) else [Path(r) for r in train]
     stages = RebuildStages(roots, heldout, labels, fit_params, fit_options or FitOptions(),
-                           embedding or EmbeddingOptions(), progress)
+                           embedding or EmbeddingOptions(), progress, degrade)
     work = stages.work
     say = stages.say
     labels_dir = stages.labels()

@@ -4,9 +4,9 @@ Each stage's result lives in a folder keyed by everything that changes it, so ch
 the number of epochs refits without relabelling, and changing the held-out set
 re-evaluates without refitting:
 
-- ``rebuild/labels-<key>/``: the datasets' items (keys and stamps), the label parameters,
-  the recogniser and the embedding store's dtype. Written under a temporary name and
-  renamed into place, so it exists only complete.
+- ``rebuild/labels-<key>/``: the datasets' items (keys and stamps), the degraded copies
+  (fraction and seed), the label parameters, the recogniser and the embedding store's dtype.
+  Written under a temporary name and renamed into place, so it exists only complete.
 - ``rebuild/fit-<key>/``: the labels' key, the recipe and the options that change the
   result (:data:`trainer.fit_options.RESULT_FIELDS`). Complete when the last epoch's
   checkpoint and ``fit.json`` are there; a killed fit resumes from its last finished epoch.
@@ -28,6 +28,7 @@ from pathlib import Path
 from engines.errors import FacegateError
 from engines.paths import cache_root
 from trainer.checkpoints import write_json_atomically
+from trainer.datasets.degraded import DegradeOptions
 from trainer.fit_options import RESULT_FIELDS, FitOptions
 from trainer.sddfiqa import LabelParams, RegressorParams
 from trainer.stages import StageLog, StageRecord
@@ -87,8 +88,9 @@ class RebuildStages:
 
     def __init__(self, roots: Sequence[Path], heldout: Path, label_params: LabelParams,
                  fit_params: RegressorParams, fit_options: FitOptions, embedding: EmbeddingOptions,
-                 progress: bool) -> None:
+                 progress: bool, degrade: DegradeOptions | None = None) -> None:
         self.roots = [Path(r) for r in roots]
+        self.degrade = degrade or DegradeOptions()
         self.heldout = Path(heldout)
         self.label_params, self.fit_params, self.fit_options = label_params, fit_params, fit_options
         self.embedding = embedding
@@ -98,7 +100,9 @@ class RebuildStages:
         with self.log.stage("scan datasets") as record:
             fingerprint, items = data_fingerprint(self.roots, progress)
             record.details = {"items": items}
-        self.labels_key = _key("labels", fingerprint, asdict(label_params), fit_options.recognizer, embedding.dtype)
+        copies = [asdict(self.degrade)] if self.degrade.enabled else []  # keys of runs without copies stay as they were
+        self.labels_key = _key("labels", fingerprint, asdict(label_params), fit_options.recognizer, embedding.dtype,
+                               *copies)
         result_options = {k: v for k, v in asdict(fit_options).items() if k in RESULT_FIELDS}
         self.fit_key = _key("fit", self.labels_key, asdict(fit_params), result_options)
         self.run_key = _key("run", self.fit_key, str(self.heldout.resolve()))
@@ -134,6 +138,7 @@ class RebuildStages:
                    "folders": {"labels": portable(self.labels_dir), "fit": portable(self.fit_dir)},
                    "label_params": asdict(self.label_params), "fit_params": asdict(self.fit_params),
                    "fit_options": asdict(self.fit_options), "embedding": asdict(self.embedding),
+                   "degraded_copies": asdict(self.degrade),
                    "stages": self.log.as_json(), **(extra or {}), "earlier_runs": self._earlier}
         return write_json_atomically(summary, target)
 
@@ -144,6 +149,8 @@ class RebuildStages:
                 "--positives", str(p.positives), "--negatives", str(p.negatives), "--repetitions",
                 str(p.repetitions), "--seed", str(p.seed), "--negatives-shared-by", p.negatives_shared_by,
                 "--device", self.embedding.device]
+        if self.degrade.enabled:
+            argv += ["--degrade-fraction", str(self.degrade.fraction), "--degrade-seed", str(self.degrade.seed)]
         if p.sign_guard:
             argv.append("--sign-guard")
         if p.clip_percentile is not None:
@@ -217,6 +224,7 @@ class RebuildStages:
         summary = json.loads((self.labels_dir / "summary.json").read_text())
         training = {"data": [portable(r) for r in self.roots], "images_labelled": summary["labelled"],
                     "identities": summary["identities"], "label_params": summary["params"],
+                    "degraded_copies": summary.get("degraded_copies"),
                     "fit_params": asdict(self.fit_params), "fit_options": {
                         k: v for k, v in asdict(self.fit_options).items() if k in RESULT_FIELDS},
                     "history": json.loads((self.fit_dir / "fit.json").read_text())["history"][-1]}

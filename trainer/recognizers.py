@@ -23,6 +23,7 @@ class DlibRecognizer:
 
     name = "dlib-resnet"
     version = "fixed5"
+    one_thread = True  # one face at a time on one thread: evaluation runs a process per core
 
     def __init__(self) -> None:
         try:
@@ -53,6 +54,7 @@ class SFaceRecognizer:
 
     name = "sface"
     version = "2021dec"
+    one_thread = False  # ONNX Runtime batches on all cores itself
 
     def __init__(self) -> None:
         from engines.embedder import Embedder

@@ -11,6 +11,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from trainer.datasets.degraded import DegradeOptions
 from trainer.fit_options import FitOptions
 from trainer.rebuild import rebuild
 from trainer.rebuild_stages import EmbeddingOptions
@@ -23,7 +24,8 @@ def main(config_path: str) -> int:
                      fit_params=replace(RegressorParams(), **config.get("fit_params", {})),
                      models_dir=Path(config["models_dir"]), recognizers=tuple(config["recognizers"]),
                      fit_options=FitOptions(**config.get("fit_options", {})),
-                     embedding=EmbeddingOptions(**config.get("embedding", {})), progress=config.get("progress", True))
+                     embedding=EmbeddingOptions(**config.get("embedding", {})), progress=config.get("progress", True),
+                     degrade=DegradeOptions(**config.get("degrade", {})))
     print(json.dumps({"model": str(result.version_dir), "current": result.became_current,
                       "summary": str(result.summary)}))
     return 0

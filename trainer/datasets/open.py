@@ -90,6 +90,13 @@ def open_spec(spec: dict) -> FaceDataset:
     """Reopen a dataset from its :meth:`FaceDataset.spec` (as ``summary.json`` records it)."""
     if spec.get("kind") == "composed":
         return ComposedDataset([open_spec(root) for root in spec["roots"]])
+    if spec.get("kind") == "degraded":
+        from trainer.datasets.degraded import COPIES_VERSION, DegradedCopies, DegradeOptions
+
+        if spec.get("version") != COPIES_VERSION:
+            raise DatasetError(f"degraded copies of version {spec.get('version')} were recorded; this trainer "
+                               f"makes version {COPIES_VERSION}: label the data again")
+        return DegradedCopies(open_spec(spec["base"]), DegradeOptions(spec["fraction"], spec["seed"]))
     path = Path(spec["path"])
     if dataset_kind(path) != spec.get("kind"):
         raise DatasetError(f"dataset {path} no longer holds {spec.get('kind')} data")

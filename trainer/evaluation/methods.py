@@ -80,11 +80,18 @@ def _lazy(factory: Callable[[], object], method: str = "score") -> Callable[[np.
 def embeddings_of_crops(crops: np.ndarray, keys: list[str], name: str, cache: Path,
                        progress: bool = True) -> np.ndarray:
     """Unit-length embeddings by one recogniser (``trainer.recognizers``), cached by ``keys``."""
+    from trainer.evaluation.parallel import RecognizerPool, default_workers
     from trainer.recognizers import recognizer, recognizer_class
 
-    version = recognizer_class(name).version
+    kind = recognizer_class(name)
+    workers = default_workers() if kind.one_thread else 1
+    if workers > 1:  # one face at a time on one thread: a process per core
+        with RecognizerPool(name, workers) as pool:
+            compute = _batched(pool.embed, crops, f"{name} embeddings ({workers} processes)", progress,
+                               batch=32 * workers)
+            return cached_values(cache, f"{name}-{kind.version}", keys, compute, save_every=256)
     compute = _batched(_lazy(lambda: recognizer(name), "embed"), crops, f"{name} embeddings", progress, batch=32)
-    return cached_values(cache, f"{name}-{version}", keys, compute, save_every=256)
+    return cached_values(cache, f"{name}-{kind.version}", keys, compute, save_every=256)
 
 
 def embeddings(heldout: HeldoutSet, name: str, cache: Path, progress: bool = True) -> np.ndarray:
