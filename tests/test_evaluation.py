@@ -322,8 +322,14 @@ def test_a_main_set_other_than_the_seed_set_is_evaluated_with_its_companions(see
         (heldout / identity).mkdir(parents=True)
         for path in sorted((seed_set / "heldout" / identity).iterdir())[:8]:
             shutil.copy(path, heldout / identity / path.name)
-    verdict = evaluate_candidate(_copy_model(tmp_path / "candidate", "95"), heldout, tmp_path / "models", ("sface",),
-                                 progress=False, replicates=20, degradation=False)
+    try:
+        verdict = evaluate_candidate(_copy_model(tmp_path / "candidate", "95"), heldout, tmp_path / "models",
+                                     ("sface",), progress=False, replicates=20, degradation=False)
+    finally:  # the degraded copy of this temporary folder has no use after the test
+        from engines.paths import cache_root
+
+        for folder in (cache_root() / "eval").glob(f"{str(heldout).replace('/', '-')}-degraded-v*"):
+            shutil.rmtree(folder)
     report = verdict.report
     assert len(report["sets"]) == 3 and "seed/heldout" in report["sets"] and report["main"] in report["sets"]
     degraded = next(name for name in report["sets"] if name not in ("seed/heldout", report["main"]))
