@@ -434,3 +434,47 @@ def test_a_metrics_port_in_use_is_a_clear_error(tmp_path):
     assert f"metrics_port {port} on 127.0.0.1" in result.stderr and "in use" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "spool").exists()  # its empty spill folder was removed again
+
+
+def test_stopping_a_stuck_camera_lets_no_other_lease_lapse_and_it_is_not_started_again_while_it_lives(
+        redis_server, redis_client, rtsp_server, looped_video):
+    """#12 item 4: the supervisor waits up to ``stop_timeout_s`` (6 s here) for a camera blocked in a
+    read, three times the lease (2 s). The other camera's lease stays with this worker all along
+    (renewal has its own thread), and the abandoned camera, attached again, is not started beside
+    its living thread; once that thread has ended, it starts again."""
+    from gate.registry import CameraRegistry
+
+    hung = start_rtsp({"cam": looped_video})
+    registry = CameraRegistry(redis_client, KEYS)
+    config = GateConfig(cameras=[CameraConfig(name="good", url=rtsp_server.url("cam"))],
+                        scaleout=ScaleOutConfig(enabled=True, lease_s=2),
+                        source=_source(read_timeout_s=60, watchdog_s=120, stop_timeout_s=6))
+    registry.attach("stuck", hung.url("cam"))
+    run = Running(redis_server.url, config)
+    owner = run.gate.worker_id.encode()
+    try:
+        read_stream(redis_client, KEYS.events, lambda e: {
+            ev.camera for ev in events_of(e) if ev.type == "new"} >= {"good", "stuck"}, 60)
+        epoch = run.gate.leases.held["good"].epoch
+        os.kill(hung.process.pid, signal.SIGSTOP)
+        registry.detach("stuck")
+        owners: list[bytes | None] = []
+
+        def abandoned() -> bool:
+            owners.append(redis_client.get(KEYS.lease("good")))  # sampled all through the supervisor's wait
+            return "stuck" in run.gate.stuck
+
+        wait_for(abandoned, 30, "the stuck camera to be abandoned")
+        assert len(owners) > 10 and set(owners) == {owner}, owners
+        assert run.gate.leases.held["good"].epoch == epoch  # never lost and taken again
+        registry.attach("stuck", hung.url("cam"))
+        rounds = run.gate.last_round
+        wait_for(lambda: run.gate.last_round is not None and run.gate.last_round > rounds + 1.5, 30,
+                 "supervisor rounds after the new attach")
+        assert "stuck" not in run.gate.workers and run.gate.stuck["stuck"].alive
+        os.kill(hung.process.pid, signal.SIGCONT)  # the blocked read returns: the old thread ends
+        wait_for(lambda: "stuck" in run.gate.workers, 60, "the camera to start again once its thread ended")
+    finally:
+        run.close()
+        hung.process.kill()
+        hung.process.wait()
