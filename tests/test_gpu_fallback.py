@@ -204,3 +204,39 @@ def test_probe_runs_once_across_threads_and_keeps_its_answer():
     assert len(statuses_seen) == 6 and device.calls == 1
     assert all(not s.usable and "ExternalError" in s.reason for s in statuses_seen)
     assert probe.status() is statuses_seen[0]
+
+
+def test_the_probe_shares_the_primary_context_or_retries_without_it_and_a_failed_open_rechecks():
+    """The first device asks for CUDA's primary context (one context shared by every camera); a
+    primary context already active with other flags (ENOTSUP) gets one retry with a context per
+    open; after an NVDEC open fails, ``recheck`` asks again and remembers a device gone bad."""
+    import errno
+
+    calls: list[dict[str, str]] = []
+
+    def device_with(outcomes):
+        replies = iter(outcomes)
+
+        def create(options: dict[str, str]) -> object:
+            calls.append(dict(options))
+            outcome = next(replies)
+            if outcome == "enotsup":
+                av.error.err_check(-errno.ENOTSUP)
+            if outcome == "external":
+                _raise_external_error()
+            return object()
+        return create
+
+    shared = nvdec.NvdecProbe(create_device=device_with(["ok"]))
+    assert shared.status() == nvdec.NvdecStatus(True, options=nvdec.SHARED_CONTEXT)
+    assert calls == [{"primary_ctx": "1"}]
+
+    calls.clear()
+    probe = nvdec.NvdecProbe(create_device=device_with(["enotsup", "ok", "ok", "external"]))
+    status = probe.status()
+    assert status.usable and status.options == {} and calls == [{"primary_ctx": "1"}, {}]
+    assert probe.recheck() is None  # the device still comes up: the open failed for another reason
+    reason = probe.recheck()
+    assert reason is not None and "ExternalError" in reason
+    assert probe.status() == nvdec.NvdecStatus(False, reason) and calls[2:] == [{}, {}]
+    assert probe.recheck() == reason and len(calls) == 4  # remembered: not asked again
