@@ -71,7 +71,7 @@ def test_an_unknown_recogniser_is_an_error_not_silence(tmp_path):
 
 def test_lookup_by_tag_finds_shipped_folders_and_given_manifests(tmp_path):
     models = tmp_path / "models"
-    manifest = read_manifest(model_with_table(models / "sddfiqa-mfn-1"))
+    manifest = read_manifest(model_with_table(models / current_model("quality")))  # its folder, by its tag
     lookup = BandLookup(models_dir=models)
     assert lookup.name(manifest.tag, 45.0) == "good" and lookup.name(manifest.tag, 5.0) == "poor"
     assert lookup.for_model("sddfiqa-mfn@7") is None and lookup.for_model("no-tag") is None

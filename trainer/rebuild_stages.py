@@ -48,11 +48,18 @@ LABEL_FLAGS = {"workers": ("--workers", "--embed-workers"), "dtype": ("--dtype",
 
 
 def portable(path: Path) -> str:
-    """A path as it reads on any machine: relative to the cache root when inside it."""
-    try:
-        return "$FACEGATE_CACHE/" + str(Path(path).resolve().relative_to(cache_root().resolve()))
-    except ValueError:
-        return str(path)
+    """A path as it reads on any machine: relative to the cache root or to the shared face data
+    (``$FACEGATE_FACES``) when inside one of them."""
+    from engines.errors import DatasetError
+    from trainer.evaluation.heldout import FACES_ENV, faces_root
+
+    resolved = Path(path).resolve()
+    for name, root in (("$FACEGATE_CACHE", cache_root), (f"${FACES_ENV}", faces_root)):
+        try:
+            return f"{name}/{resolved.relative_to(root().resolve())}"
+        except (ValueError, DatasetError):
+            continue
+    return str(path)
 
 
 def _key(*parts: object) -> str:
