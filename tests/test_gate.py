@@ -17,6 +17,7 @@ from gate.config import CameraConfig
 from gate.schema import EVENT_FIELDS, Event, Keys
 from tests.support.gates import RunningGate, events_of, read_stream, statuses
 from tests.support.servers import start_rtsp
+from tests.support.waiting import wait_for
 
 KEYS = Keys()
 
@@ -227,7 +228,14 @@ def test_metrics_endpoint_and_health(redis_server, redis_client, rtsp_server):
     gate = RunningGate(redis_server.url, [CameraConfig(name="cam", url=rtsp_server.url("cam"))], metrics_port=port)
     try:
         read_stream(redis_client, KEYS.events, lambda e: len(e) >= 1)
-        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+
+        def scrape() -> str:
+            return urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+
+        # The bus counts an entry once Redis has acknowledged it, a moment after readers can see it.
+        wait_for(lambda: re.search(r"^facegate_events_published_total [1-9]", scrape(), re.M), 30,
+                 "the published event to be counted")
+        text = scrape()
         health = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5).read())
     finally:
         gate.close()
