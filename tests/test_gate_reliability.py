@@ -510,14 +510,14 @@ def test_default_spill_folder_is_one_per_deployment():
     """A gate replays leftovers only into the Redis (and prefix) they were meant for; credentials do not matter."""
     from gate.runner import default_spill_dir
 
-    base = default_spill_dir("redis://:old@10.0.0.5:6379/0", "facegate:")
+    base = default_spill_dir("redis://:Old-Pw-7f3@10.0.0.5:6379/0", "facegate:")
     assert base == default_spill_dir("redis://:new@10.0.0.5:6379/0", "facegate:")
     others = {default_spill_dir("redis://10.0.0.5:6380/0", "facegate:"),
               default_spill_dir("redis://10.0.0.5:6379/1", "facegate:"),
               default_spill_dir("redis://10.0.0.5:6379/0", "other:"), default_spill_dir("redis://10.0.0.6:6379/0",
                                                                                        "facegate:")}
     assert len(others) == 4 and base not in others
-    assert "old" not in str(base)
+    assert "Old-Pw-7f3" not in str(base)  # (a plain word could be part of the cache folder's own path)
 
 
 def test_entries_that_cannot_be_kept_at_close_are_logged_not_only_counted(tmp_path, caplog):
