@@ -53,6 +53,9 @@ VALIDATION_SEED = 11  # the issue's number; fixed before any run
 VALIDATION_IDENTITIES = 14
 SPLIT_VERSION = 1
 TIE = 0.0005
+# 2: exports whose backbone keeps SFace's BatchNorm epsilons (1 rebuilt it with torch's
+# default, so the exported file computed other features than the head was trained on).
+EXPORT_VERSION = 2
 LADDER_PER_IDENTITY = 5
 RECOGNIZERS = ("sface", "dlib-resnet")
 
@@ -136,7 +139,7 @@ def run(args: argparse.Namespace) -> dict:
     timing["labels_s"] = round(time.perf_counter() - started, 1)
     params = replace(RegressorParams(), epochs=args.epochs, learning_rate=args.lr,
                      lr_milestones=tuple(int(m) for m in args.milestones.split(",") if m))
-    options = FitOptions(frozen_blocks=args.cut, batch_size=args.batch_size)
+    options = FitOptions(frozen_blocks=args.cut, batch_size=args.batch_size, head=args.head)
     labels_csv = labels_dir / "labels.csv"
     started = time.perf_counter()
     report = cache_features(labels_csv, params, options)
@@ -148,18 +151,43 @@ def run(args: argparse.Namespace) -> dict:
     timing["fit_cpu_s"] = round(_cpu() - cpu, 1)
     history = json.loads((work / "fit" / "fit.json").read_text())["history"]
     model_dir = work / "model"
-    export_onnx(last, model_dir, "sddfiqa-mfn", f"val-{args.name}")
+    export_onnx(last, model_dir, "sddfiqa-mfn", f"val-{args.name}-e{EXPORT_VERSION}")
     labels_summary = json.loads((labels_dir / "summary.json").read_text())
     result = {"name": args.name, "round": args.round, "data": data_name, "fraction": args.fraction, "cut": args.cut,
-              "epochs": args.epochs, "lr": args.lr, "milestones": args.milestones, "batch_size": args.batch_size,
+              "head": args.head, "epochs": args.epochs, "lr": args.lr, "milestones": args.milestones,
+              "batch_size": args.batch_size,
               "labelled": labels_summary["labelled"], "identities": labels_summary["identities"],
               "copies": (labels_summary.get("degraded_copies") or {}).get("copies", 0),
               "fit_seconds_per_epoch": [h["seconds"] for h in history], "val_mae": history[-1]["val_mae"],
               "train_loss": history[-1]["train_loss"], "load_average": os.getloadavg()[0], **timing,
-              "model": str(model_dir), "params": asdict(params)}
+              "model": str(model_dir), "params": asdict(params), "export": EXPORT_VERSION}
     result.update(evaluate_candidate(model_dir, validation_root))
     _save(result)
     print(json.dumps({k: v for k, v in result.items() if k not in ("params", "fit_seconds_per_epoch")}, indent=1))
+    return result
+
+
+def reevaluate(name: str) -> dict:
+    """Export a finished candidate's checkpoint again and measure it again, keeping its costs.
+
+    For candidates exported before the BatchNorm-epsilon fix (their files computed other
+    features than the ones their heads were trained on); ``export`` records which export.
+    """
+    from trainer.export import export_onnx
+
+    result = _load()[name]
+    work = _cache() / name
+    last = work / "fit" / "checkpoints" / "last.pt"
+    model_dir = work / "model"
+    shutil.rmtree(model_dir, ignore_errors=True)
+    export_onnx(last, model_dir, "sddfiqa-mfn", f"val-{name}-e{EXPORT_VERSION}")
+    _, validation_root = split()
+    result.setdefault("before_export_fix", {k: result[k] for k in ("validation", "validation_ladder",
+                                                                 "heldout_record_only")})
+    result.update(evaluate_candidate(model_dir, validation_root))
+    result["export"] = EXPORT_VERSION
+    result.setdefault("head", "sddfiqa")
+    _save(result)
     return result
 
 
@@ -280,6 +308,9 @@ def main() -> int:
     one.add_argument("--lr", type=float, default=1e-4)
     one.add_argument("--milestones", default="5,10")
     one.add_argument("--batch-size", type=int, default=32)
+    one.add_argument("--head", default="sddfiqa", help="quality head (trainer.fit_options.HEADS)")
+    again = sub.add_parser("reevaluate", help="export finished candidates again and measure them again")
+    again.add_argument("names", nargs="+")
     show = sub.add_parser("table", help="every candidate, in the order the selection rule prefers")
     show.add_argument("--round", default=None, help="only these rounds, e.g. AB")
     show.add_argument("--out", default=None)
@@ -291,6 +322,11 @@ def main() -> int:
         print(f"train: {train}\nvalidation: {validation}")
     elif args.command == "run":
         run(args)
+    elif args.command == "reevaluate":
+        for name in args.names:
+            result = reevaluate(name)
+            print(name, json.dumps({"V": result["validation"]["V"]["model"],
+                                    "before": result["before_export_fix"]["validation"]["V"]["model"]}), flush=True)
     else:
         print(table(args))
     return 0

@@ -189,3 +189,48 @@ def test_freeze_blocks_out_of_range_is_a_clear_error(labelled, tmp_path):
     result = subprocess.run(trainer_command("fit", "--labels", str(labelled[0]), "--out", str(tmp_path),
                                             "--freeze-blocks", "30"), capture_output=True, text=True)
     assert result.returncode == 2 and "expected 0..27" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_norm_head_starts_at_the_least_squares_fit_on_sfaces_own_embedding_norm(labelled, tmp_path):
+    """Labels that are an exact affine function of SFace's embedding length (computed by the
+    recogniser's ONNX file, not by our torch twin): the norm head must start at that function
+    (weight, intercept), and its exported file must reproduce it on unseen crops. With a
+    learning rate of 0 the checkpoint is the start."""
+    from engines.embedding_norm import EmbeddingNormScorer
+    from engines.quality import QualityScorer
+    from trainer.export import export_onnx
+    from trainer.fit import fit, load_checkpoint
+    from trainer.fit_options import NORM_HEAD
+
+    norms_of = EmbeddingNormScorer().score
+    paths = labelled[1][:16]
+    norms = norms_of(_crops(paths))
+    labels = tmp_path / "labels.csv"
+    labels.write_text("path,identity,label,mean_pos_sim,mean_neg_sim,n_pos\n"
+                      + "".join(f"{p},x,{3.0 * n + 7.0:.5f},0,0,1\n" for p, n in zip(paths, norms, strict=True)))
+    params = replace(RegressorParams(), epochs=1, learning_rate=0.0)
+    options = FitOptions(batch_size=8, frozen_blocks=27, head=NORM_HEAD, cache_dir=str(tmp_path / "features"))
+    checkpoint = fit(labels, tmp_path / "run", params, options, progress=False)
+    state = load_checkpoint(checkpoint)["model"]
+    assert float(state["norm_term.weight"]) == pytest.approx(3.0, abs=0.02)
+    assert float(state["head.3.bias"]) == pytest.approx(7.0, abs=0.2)
+    assert not state["head.3.weight"].any()
+    export_onnx(checkpoint, tmp_path / "model", "norm-head-test", "0")
+    unseen = _crops(labelled[1][16:30])
+    np.testing.assert_allclose(QualityScorer(str(tmp_path / "model")).score(unseen),
+                               np.clip(3.0 * norms_of(unseen) + 7.0, 0, 100), atol=0.15)
+    with pytest.raises(FacegateError, match="different head"):
+        fit(labels, tmp_path / "run", params, replace(options, head="sddfiqa"), resume=True, progress=False)
+
+
+def test_a_regressor_rebuilt_from_its_state_computes_the_recognisers_features(sface_regressor, labelled):
+    """Export and evaluation rebuild the model from a checkpoint's state dict, which does not
+    carry BatchNorm epsilons: the architecture must hold SFace's own, or the exported model's
+    features differ from the ones its head was trained on (sddfiqa-mfn-1 and -2 were exported so)."""
+    from trainer.quality_model import QualityRegressor, crops_to_tensor
+
+    rebuilt = QualityRegressor()
+    rebuilt.load_state_dict(sface_regressor.state_dict())
+    x = crops_to_tensor(_crops(labelled[1][:4]))
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt.eval().backbone(x), sface_regressor.backbone(x), rtol=1e-5, atol=1e-5)

@@ -21,7 +21,7 @@ from engines.manifest import InputSpec, Manifest, write_manifest
 from engines.paths import sha256_file
 from trainer.fit import load_checkpoint
 from trainer.mobilefacenet import INPUT_MEAN
-from trainer.quality_model import INPUT_STD, QualityRegressor
+from trainer.quality_model import INPUT_STD, NORM_HEAD, PAPER_HEAD, QualityRegressor
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "quality"
@@ -49,10 +49,15 @@ def round_to_float16(module: torch.nn.Module) -> torch.nn.Module:
     return module
 
 
+def model_head(state: dict) -> str:
+    """The head kind a checkpoint was trained with (checkpoints from before heads had kinds: the paper's)."""
+    return (state.get("options") or {}).get("head", PAPER_HEAD)
+
+
 def shipped_torch_model(checkpoint: Path) -> torch.nn.Module:
     """The torch twin of the exported ONNX model: folded, fp16-rounded, eval mode."""
     state = load_checkpoint(checkpoint)
-    model = QualityRegressor(state["params"]["dropout"])
+    model = QualityRegressor(state["params"]["dropout"], model_head(state))
     model.load_state_dict(state["model"])
     return round_to_float16(fold_batchnorm(model))
 
@@ -85,8 +90,10 @@ def export_onnx(checkpoint: Path, out_dir: Path, name: str, version: str, traini
         alignment="arcface_112",
         output_range=(0.0, 100.0),
         licence="MIT (weights derived from SFace, Apache-2.0)",
-        notes="SDD-FIQA quality regressor: SFace MobileFaceNet backbone + Flatten/PReLU/Dropout/Linear head, "
-        "trained with Huber loss on SDD-FIQA pseudo-labels. Weights stored as float16, computed in fp32.",
+        notes="SDD-FIQA quality regressor: SFace MobileFaceNet backbone + Flatten/PReLU/Dropout/Linear head"
+        + (" + w × the length of SFace's raw embedding (SFace's frozen last layer)" if model_head(state) == NORM_HEAD
+           else "")
+        + ", trained with Huber loss on SDD-FIQA pseudo-labels. Weights stored as float16, computed in fp32.",
         training=training or {"checkpoint_epoch": state["epoch"], "labels": state.get("labels"),
                               "train_images": state.get("train_images"), "params": state.get("params")},
         evaluation=evaluation,

@@ -32,8 +32,8 @@ from trainer.checkpoints import load_checkpoint, save_atomically, write_json_ato
 from trainer.distributed import World, barrier, end_world, start_world, sum_across
 from trainer.fit_data import CachedSamples, CropSamples, LabelledImages, SampleRandomness, open_labelled_images
 from trainer.fit_options import RESULT_FIELDS, FitOptions
-from trainer.mobilefacenet import FEATURE_SHAPE, load_sface_weights
-from trainer.quality_model import QualityRegressor, TrainablePart, check_cut, freeze
+from trainer.mobilefacenet import FEATURE_SHAPE, load_sface_weights, sface_projection
+from trainer.quality_model import QualityRegressor, TrainablePart, check_cut, fit_norm_term, freeze
 from trainer.sddfiqa import RegressorParams
 
 __all__ = ["CHECKPOINT_DIR", "LAST", "FitOptions", "cache_features", "fit", "load_checkpoint", "params_with",
@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "checkpoints"
 LAST = "last.pt"
+NORM_FIT_IMAGES = 4096  # images the norm head's starting fit uses: enough for two numbers
 
 
 def _split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -87,9 +88,11 @@ def fit(labels_csv: Path, out: Path, params: RegressorParams | None = None, opti
 def _initial_model(params: RegressorParams, options: FitOptions, mean_label: float) -> tuple[QualityRegressor, Path]:
     """The regressor as training starts: SFace's weights, the head at the mean label, blocks frozen."""
     torch.manual_seed(options.seed)
-    model = QualityRegressor(params.dropout)
+    model = QualityRegressor(params.dropout, options.head)
     _, recognizer_onnx = load_model(options.recognizer)
     load_sface_weights(model.backbone, recognizer_onnx)
+    if model.norm_term is not None:
+        model.norm_term.load(*sface_projection(recognizer_onnx))
     if options.init_bias_to_mean:
         nn.init.zeros_(model.head[-1].weight)
         nn.init.constant_(model.head[-1].bias, mean_label)
@@ -156,6 +159,8 @@ class _Run:
         if world.distributed and world.device.type == "cuda" and options.sync_batchnorm:
             part = nn.SyncBatchNorm.convert_sync_batchnorm(part)
         self.part = part.to(world.device)
+        if self.part.norm_term is not None:
+            self._start_norm_term(images, train_idx, progress)
         if world.distributed:
             from torch.nn.parallel import DistributedDataParallel
 
@@ -163,6 +168,22 @@ class _Run:
             self.net: nn.Module = DistributedDataParallel(self.part, device_ids=ids)
         else:
             self.net = self.part
+
+    def _start_norm_term(self, images: LabelledImages, train_idx: np.ndarray, progress: bool) -> None:
+        """The norm head's start: least squares of the labels on the embedding norm, over up
+        to ``NORM_FIT_IMAGES`` training images (unflipped), the same draw in every process."""
+        rng = np.random.default_rng(self.options.seed)
+        chosen = np.sort(rng.choice(train_idx, min(len(train_idx), NORM_FIT_IMAGES), replace=False))
+        loader = DataLoader(Subset(self.val_set, chosen.tolist()), batch_size=self.options.cache_batch,
+                            shuffle=False, num_workers=self.options.workers)
+        norms = []
+        with torch.no_grad():
+            for _, x, _ in loader:
+                norms.append(self.part.embedding_norms(self.inputs(x)).float().cpu().numpy())
+        weight, intercept = fit_norm_term(self.part, np.concatenate(norms), images.labels[chosen])
+        if progress:
+            print(f"norm head starts at label ≈ {weight:.3f} × ‖e‖ {intercept:+.2f} ({len(chosen)} images)",
+                  flush=True)
 
     def inputs(self, x: torch.Tensor) -> torch.Tensor:
         """A batch as the trainable part takes it: features at the cut."""

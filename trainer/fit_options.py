@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# Quality heads (trainer.quality_model): the paper's, and the paper's plus the embedding norm.
+PAPER_HEAD, NORM_HEAD = "sddfiqa", "sddfiqa+norm"
+HEADS = (PAPER_HEAD, NORM_HEAD)
+
 
 @dataclass(frozen=True)
 class FitOptions:
@@ -22,6 +26,7 @@ class FitOptions:
     recognizer: str = "sface-2021dec"
     init_bias_to_mean: bool = True  # the head starts at the mean label, not at 0
     frozen_blocks: int = 0
+    head: str = PAPER_HEAD  # or NORM_HEAD: see trainer.quality_model
     feature_cache: bool = True  # with frozen blocks: cache their features (else run them every step)
     cache_dir: str | None = None  # default: $FACEGATE_CACHE/features
     cache_batch: int = 64
@@ -33,4 +38,4 @@ class FitOptions:
 # Options that change what training produces: part of a rebuild's fit key, and what must
 # match for a checkpoint to be resumed (workers, devices and cache folders do not).
 RESULT_FIELDS = ("batch_size", "val_fraction", "seed", "recognizer", "init_bias_to_mean", "frozen_blocks",
-                 "feature_cache")
+                 "feature_cache", "head")

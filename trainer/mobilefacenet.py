@@ -26,6 +26,12 @@ PAIRS = (
     (1024, 1024, 1),
 )
 FEATURE_SHAPE = (1024, 7, 7)
+# SFace's BatchNorm epsilons (from its ONNX graph): part of the architecture, because a
+# state dict does not carry them. A model rebuilt from a checkpoint with torch's default
+# (1e-5) computes different features from the ones its head was trained on.
+BLOCK_BN_EPS = 1e-3  # after every convolution
+FEATURE_BN_EPS = 2e-5  # the closing BatchNorm of the feature map
+EMBEDDING_BN_EPS = 2e-5  # the BatchNorm after the embedding's Gemm
 # SFace normalises 0..255 input itself: (x − 127.5) × 0.0078125.
 INPUT_MEAN, INPUT_SCALE = 127.5, 0.0078125
 
@@ -33,7 +39,7 @@ INPUT_MEAN, INPUT_SCALE = 127.5, 0.0078125
 def _conv_bn_prelu(cin: int, cout: int, kernel: int, stride: int, groups: int) -> nn.Sequential:
     return nn.Sequential(
         nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False),
-        nn.BatchNorm2d(cout),
+        nn.BatchNorm2d(cout, eps=BLOCK_BN_EPS),
         nn.PReLU(cout),
     )
 
@@ -48,7 +54,7 @@ class SFaceBackbone(nn.Module):
             layers.append(_conv_bn_prelu(cin, cin, 3, stride, cin))
             layers.append(_conv_bn_prelu(cin, cout, 1, 1, 1))
         self.body = nn.Sequential(*layers)
-        self.bn = nn.BatchNorm2d(FEATURE_SHAPE[0])
+        self.bn = nn.BatchNorm2d(FEATURE_SHAPE[0], eps=FEATURE_BN_EPS)
 
     def forward(self, normalised: torch.Tensor) -> torch.Tensor:
         return self.bn(self.body(normalised))
@@ -61,7 +67,7 @@ class SFaceEmbedding(nn.Module):
         super().__init__()
         self.backbone = SFaceBackbone()
         self.fc = nn.Linear(int(np.prod(FEATURE_SHAPE)), 128)
-        self.fc_bn = nn.BatchNorm1d(128)
+        self.fc_bn = nn.BatchNorm1d(128, eps=EMBEDDING_BN_EPS)
 
     def forward(self, rgb_0_255: torch.Tensor) -> torch.Tensor:
         x = self.backbone((rgb_0_255 - INPUT_MEAN) * INPUT_SCALE)
@@ -105,7 +111,9 @@ def _set_bn(module: nn.BatchNorm1d | nn.BatchNorm2d, bn: dict[str, np.ndarray]) 
     module.bias.data.copy_(torch.tensor(np.array(bn["bias"])))
     module.running_mean.copy_(torch.tensor(np.array(bn["mean"])))
     module.running_var.copy_(torch.tensor(np.array(bn["var"])))
-    module.eps = float(bn["eps"])
+    if not np.isclose(module.eps, float(bn["eps"]), rtol=1e-3, atol=0):
+        raise ModelError(f"the recogniser's BatchNorm epsilon {float(bn['eps']):g} is not the architecture's "
+                         f"{module.eps:g}: a model rebuilt from a checkpoint would compute other features")
 
 
 def load_sface_weights(model: SFaceEmbedding | SFaceBackbone, onnx_path: Path) -> None:
@@ -127,3 +135,18 @@ def load_sface_weights(model: SFaceEmbedding | SFaceBackbone, onnx_path: Path) -
         model.fc.weight.data.copy_(torch.tensor(np.array(tail["fc"]["weight"])))
         model.fc.bias.data.copy_(torch.tensor(np.array(tail["fc"]["bias"])))
         _set_bn(model.fc_bn, tail["fc_bn"])
+
+
+def sface_projection(onnx_path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """SFace's last layers (Gemm + BatchNorm) folded into one affine map, weight and bias.
+
+    Applied to the flattened 1024×7×7 features it gives SFace's raw 128-d embedding, whose
+    length is the embedding-norm quality score (``engines.embedding_norm``).
+    """
+    _, tail = _onnx_weights(onnx_path)
+    bn = tail["fc_bn"]
+    scale = np.array(bn["weight"]) / np.sqrt(np.array(bn["var"]) + float(bn["eps"]))
+    weight = np.array(tail["fc"]["weight"]) * scale[:, None]
+    bias = (np.array(tail["fc"]["bias"]) - np.array(bn["mean"])) * scale + np.array(bn["bias"])
+    return torch.tensor(weight, dtype=torch.float32), torch.tensor(bias, dtype=torch.float32)
+

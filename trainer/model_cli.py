@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from engines.errors import DatasetError, FacegateError
-from trainer.fit_options import FitOptions
+from trainer.fit_options import HEADS, NORM_HEAD, PAPER_HEAD, FitOptions
 from trainer.sddfiqa import RegressorParams
 
 
@@ -124,6 +124,9 @@ def add_fit_options(parser: argparse.ArgumentParser, reference_defaults: bool = 
     parser.add_argument("--freeze-blocks", type=frozen_blocks, default=ours.frozen_blocks, metavar="K",
                         help="freeze the first K conv blocks (0: train all, the reference; or pair12-dw, pair12, "
                         "backbone)")
+    parser.add_argument("--head", choices=HEADS, default=ours.head,
+                        help=f"quality head: {PAPER_HEAD} (the paper's) or {NORM_HEAD} (the paper's plus a trained "
+                        f"weight on SFace's embedding length; default {ours.head})")
     parser.add_argument("--no-feature-cache", action="store_true",
                         help="with frozen blocks: run them on every step instead of caching their features")
     parser.add_argument("--cache-dir", type=Path, default=None,
@@ -151,7 +154,7 @@ def fit_recipe(args: argparse.Namespace) -> tuple[RegressorParams, FitOptions]:
                      lr_milestones=ref.lr_milestones if milestones is None
                      else tuple(int(x) for x in milestones.split(",") if x))
     options = FitOptions(batch_size=args.batch_size, val_fraction=args.val_fraction, seed=args.seed,
-                         device=getattr(args, "device", "auto"), frozen_blocks=args.freeze_blocks,
+                         device=getattr(args, "device", "auto"), frozen_blocks=args.freeze_blocks, head=args.head,
                          feature_cache=not args.no_feature_cache,
                          cache_dir=str(args.cache_dir) if args.cache_dir else None, cache_batch=args.cache_batch,
                          cache_shard_images=args.cache_shard_images,
