@@ -48,6 +48,7 @@ from dataclasses import asdict, replace
 import numpy as np
 
 import trainer  # noqa: F401  (sets OpenMP's wait policy before torch loads)
+from trainer.fit_options import HEADS, PAPER_HEAD
 
 VALIDATION_SEED = 11  # the number; fixed before any run
 VALIDATION_IDENTITIES = 14
@@ -176,8 +177,12 @@ def reevaluate(name: str) -> dict:
     from trainer.export import export_onnx
 
     result = _load()[name]
+    if result.get("export") == EXPORT_VERSION:
+        return result
     work = _cache() / name
     last = work / "fit" / "checkpoints" / "last.pt"
+    if not last.is_file():
+        raise SystemExit(f"{name}: no finished fit at {last}")
     model_dir = work / "model"
     shutil.rmtree(model_dir, ignore_errors=True)
     export_onnx(last, model_dir, "sddfiqa-mfn", f"val-{name}-e{EXPORT_VERSION}")
@@ -271,15 +276,16 @@ def table(args: argparse.Namespace) -> str:
     order = ranking(results)
     kinds = list(order[0]["validation_ladder"]) if order else []
     lines = [
-        "| rank | candidate | round | data | degraded fraction | cut | epochs | lr (steps) | labelled "
+        "| rank | candidate | round | data | degraded fraction | cut | head | epochs | lr (steps) | labelled "
         "| val pAUC SFace | val pAUC dlib | **V** | worst ladder ρ (kind) | cache min | fit min "
         "| held-out pAUC SFace / dlib (record only) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for rank, r in enumerate(order, 1):
         val, held = r["validation"]["model"], r["heldout_record_only"]["model"]
         worst = max(kinds, key=lambda k: r["validation_ladder"][k]["spearman"])
         lines.append(
-            f"| {rank} | {r['name']} | {r['round']} | {r['data']} | {r['fraction']:g} | {r['cut']} | {r['epochs']} "
+            f"| {rank} | {r['name']} | {r['round']} | {r['data']} | {r['fraction']:g} | {r['cut']} "
+            f"| {r.get('head', PAPER_HEAD)} | {r['epochs']} "
             f"| {r['lr']:g} ({r['milestones']}) | {r['labelled']:,} | {val['sface']:.4f} | {val['dlib-resnet']:.4f} "
             f"| **{r['validation']['V']['model']:.4f}** | {r['validation_ladder'][worst]['spearman']:+.2f} ({worst}) "
             f"| {r['cache_s'] / 60:.1f} | {r['fit_s'] / 60:.1f} | {held['sface']:.4f} / {held['dlib-resnet']:.4f} |")
@@ -308,7 +314,7 @@ def main() -> int:
     one.add_argument("--lr", type=float, default=1e-4)
     one.add_argument("--milestones", default="5,10")
     one.add_argument("--batch-size", type=int, default=32)
-    one.add_argument("--head", default="sddfiqa", help="quality head (trainer.fit_options.HEADS)")
+    one.add_argument("--head", default=PAPER_HEAD, choices=HEADS, help="quality head")
     again = sub.add_parser("reevaluate", help="export finished candidates again and measure them again")
     again.add_argument("names", nargs="+")
     show = sub.add_parser("table", help="every candidate, in the order the selection rule prefers")

@@ -234,3 +234,31 @@ def test_a_regressor_rebuilt_from_its_state_computes_the_recognisers_features(sf
     x = crops_to_tensor(_crops(labelled[1][:4]))
     with torch.no_grad():
         torch.testing.assert_close(rebuilt.eval().backbone(x), sface_regressor.backbone(x), rtol=1e-5, atol=1e-5)
+
+
+def test_the_norm_heads_start_leaves_the_batchnorm_statistics_of_trainable_blocks_alone(
+        labelled, sface_regressor, tmp_path):
+    """Below cut 27 the norm passes through BatchNorm layers that train: the starting fit must
+    read them in eval mode (stored statistics, as export and evaluation will), not update them."""
+    from trainer.distributed import start_world
+    from trainer.fit import _Run
+    from trainer.fit_data import open_labelled_images
+    from trainer.fit_options import NORM_HEAD
+    from trainer.quality_model import QualityRegressor, TrainablePart, crops_to_tensor
+
+    images = open_labelled_images(labelled[0])
+    options = FitOptions(batch_size=8, frozen_blocks=25, head=NORM_HEAD, cache_dir=str(tmp_path / "features"))
+    run = _Run(start_world("cpu"), images, RegressorParams(), options, np.arange(len(images)), progress=False)
+    started = run.model.state_dict()
+    for name, value in sface_regressor.state_dict().items():
+        if "running_" in name:
+            assert torch.equal(started[name], value), name
+    # The cut part and the whole model give the same scores with the norm term in.
+    whole = QualityRegressor(head=NORM_HEAD)
+    whole.load_state_dict(started)
+    x = crops_to_tensor(_crops(labelled[1][:4]))
+    with torch.no_grad():
+        whole.eval()
+        torch.testing.assert_close(TrainablePart(whole, 25).eval()(whole.front(x, 25)), whole(x), rtol=1e-5,
+                                   atol=1e-4)
+        assert float(whole.norm_term.weight) != 0.0

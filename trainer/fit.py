@@ -31,7 +31,7 @@ from engines.paths import cache_root
 from trainer.checkpoints import load_checkpoint, save_atomically, write_json_atomically
 from trainer.distributed import World, barrier, end_world, start_world, sum_across
 from trainer.fit_data import CachedSamples, CropSamples, LabelledImages, SampleRandomness, open_labelled_images
-from trainer.fit_options import RESULT_FIELDS, FitOptions
+from trainer.fit_options import PAPER_HEAD, RESULT_FIELDS, FitOptions
 from trainer.mobilefacenet import FEATURE_SHAPE, load_sface_weights, sface_projection
 from trainer.quality_model import QualityRegressor, TrainablePart, check_cut, fit_norm_term, freeze
 from trainer.sddfiqa import RegressorParams
@@ -140,7 +140,7 @@ class _Run:
     """The model, its trainable part, and how a batch reaches it (cached features or images)."""
 
     def __init__(self, world: World, images: LabelledImages, params: RegressorParams, options: FitOptions,
-                 train_idx: np.ndarray, progress: bool) -> None:
+                 train_idx: np.ndarray, progress: bool, resuming: bool = False) -> None:
         self.world, self.options = world, options
         self.labels = torch.from_numpy(images.labels)
         self.cut = options.frozen_blocks
@@ -159,11 +159,14 @@ class _Run:
         if world.distributed and world.device.type == "cuda" and options.sync_batchnorm:
             part = nn.SyncBatchNorm.convert_sync_batchnorm(part)
         self.part = part.to(world.device)
-        if self.part.norm_term is not None:
+        if self.part.norm_term is not None and not resuming:  # a resumed run loads its own start
             self._start_norm_term(images, train_idx, progress)
         if world.distributed:
             from torch.nn.parallel import DistributedDataParallel
 
+            if self.part.norm_term is not None:  # constants, equal everywhere: not broadcast every step
+                DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
+                    self.part, ["norm_term.projection", "norm_term.offset"])
             ids = [world.device.index] if world.device.type == "cuda" else None
             self.net: nn.Module = DistributedDataParallel(self.part, device_ids=ids)
         else:
@@ -177,6 +180,7 @@ class _Run:
         loader = DataLoader(Subset(self.val_set, chosen.tolist()), batch_size=self.options.cache_batch,
                             shuffle=False, num_workers=self.options.workers)
         norms = []
+        self.part.eval()  # BatchNorm layers that train (cuts below 27): stored statistics, left unchanged
         with torch.no_grad():
             for _, x, _ in loader:
                 norms.append(self.part.embedding_norms(self.inputs(x)).float().cpu().numpy())
@@ -200,6 +204,7 @@ def _check_resumable(state: dict, params: RegressorParams, options: FitOptions, 
         return json.loads(json.dumps(data))
 
     before_options, now_options = plain(state.get("options") or {}), plain(asdict(options))
+    before_options.setdefault("head", PAPER_HEAD)  # checkpoints from before heads had kinds
     before_params, now_params = plain(state.get("params") or {}), plain(asdict(params))
     changed = [k for k in RESULT_FIELDS if k in before_options and before_options[k] != now_options[k]]
     changed += [k for k in now_params if k != "epochs" and k in before_params and before_params[k] != now_params[k]]
@@ -240,7 +245,7 @@ def _fit(world: World, labels_csv: Path, out: Path, params: RegressorParams, opt
     state = load_checkpoint(checkpoints / LAST) if resume and (checkpoints / LAST).is_file() else None
     if state is not None:
         _check_resumable(state, params, options, out)  # before any work is spent on a run that cannot go on
-    run = _Run(world, images, params, options, train_idx, progress)
+    run = _Run(world, images, params, options, train_idx, progress, resuming=state is not None)
     optimiser = torch.optim.Adam([p for p in run.part.parameters() if p.requires_grad], lr=params.learning_rate,
                                  betas=params.betas, weight_decay=params.weight_decay)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimiser, list(params.lr_milestones), params.lr_gamma)

@@ -149,4 +149,3 @@ def sface_projection(onnx_path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     weight = np.array(tail["fc"]["weight"]) * scale[:, None]
     bias = (np.array(tail["fc"]["bias"]) - np.array(bn["mean"])) * scale + np.array(bn["bias"])
     return torch.tensor(weight, dtype=torch.float32), torch.tensor(bias, dtype=torch.float32)
-

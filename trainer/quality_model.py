@@ -101,7 +101,6 @@ class QualityRegressor(nn.Module):
         super().__init__()
         check_head(head)
         features = int(np.prod(FEATURE_SHAPE))
-        self.head_kind = head
         self.backbone = SFaceBackbone()
         self.head = nn.Sequential(nn.Flatten(), nn.PReLU(features), nn.Dropout(dropout), nn.Linear(features, 1))
         self.norm_term = EmbeddingNormTerm() if head == NORM_HEAD else None
@@ -160,7 +159,8 @@ def fit_norm_term(part: TrainablePart, norms: np.ndarray, labels: np.ndarray) ->
     """Start the norm head at the labels' least-squares fit on the norm: ``label ≈ w‖e‖ + c``.
 
     ``w`` goes to the norm term, ``c`` to the paper head's bias, whose weights start at
-    zero; the head then learns the residual. Returns (w, c).
+    zero; the head then learns the residual (so ``FitOptions.init_bias_to_mean`` does not apply
+    to this head). Returns (w, c).
     """
     design = np.stack([np.asarray(norms, np.float64), np.ones(len(norms))], axis=1)
     (weight, intercept), *_ = np.linalg.lstsq(design, np.asarray(labels, np.float64), rcond=None)

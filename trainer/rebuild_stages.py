@@ -29,7 +29,7 @@ from engines.errors import FacegateError
 from engines.paths import cache_root
 from trainer.checkpoints import write_json_atomically
 from trainer.datasets.degraded import DegradeOptions
-from trainer.fit_options import RESULT_FIELDS, FitOptions
+from trainer.fit_options import PAPER_HEAD, RESULT_FIELDS, FitOptions
 from trainer.sddfiqa import LabelParams, RegressorParams
 from trainer.stages import StageLog, StageRecord
 
@@ -111,6 +111,8 @@ class RebuildStages:
         self.labels_key = _key("labels", fingerprint, asdict(label_params), fit_options.recognizer, embedding.dtype,
                                *copies)
         result_options = {k: v for k, v in asdict(fit_options).items() if k in RESULT_FIELDS}
+        if result_options.get("head") == PAPER_HEAD:  # keys of runs with the paper's head stay as they were
+            del result_options["head"]
         self.fit_key = _key("fit", self.labels_key, asdict(fit_params), result_options)
         self.run_key = _key("run", self.fit_key, str(self.heldout.resolve()))
         base = cache_root() / "rebuild"
