@@ -20,8 +20,9 @@ from engines.convert import compress_weights_fp16
 from engines.manifest import InputSpec, Manifest, write_manifest
 from engines.paths import sha256_file
 from trainer.fit import load_checkpoint
+from trainer.fit_options import NORM_HEAD, PAPER_HEAD
 from trainer.mobilefacenet import INPUT_MEAN
-from trainer.quality_model import INPUT_STD, NORM_HEAD, PAPER_HEAD, QualityRegressor
+from trainer.quality_model import INPUT_STD, QualityRegressor
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "quality"

@@ -166,7 +166,7 @@ class _Run:
 
             if self.part.norm_term is not None:  # constants, equal everywhere: not broadcast every step
                 DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
-                    self.part, ["norm_term.projection", "norm_term.offset"])
+                    self.part, [f"norm_term.{name}" for name, _ in self.part.norm_term.named_buffers()])
             ids = [world.device.index] if world.device.type == "cuda" else None
             self.net: nn.Module = DistributedDataParallel(self.part, device_ids=ids)
         else:

@@ -143,9 +143,9 @@ def sface_projection(onnx_path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     Applied to the flattened 1024×7×7 features it gives SFace's raw 128-d embedding, whose
     length is the embedding-norm quality score (``engines.embedding_norm``).
     """
-    _, tail = _onnx_weights(onnx_path)
-    bn = tail["fc_bn"]
-    scale = np.array(bn["weight"]) / np.sqrt(np.array(bn["var"]) + float(bn["eps"]))
-    weight = np.array(tail["fc"]["weight"]) * scale[:, None]
-    bias = (np.array(tail["fc"]["bias"]) - np.array(bn["mean"])) * scale + np.array(bn["bias"])
-    return torch.tensor(weight, dtype=torch.float32), torch.tensor(bias, dtype=torch.float32)
+    from torch.nn.utils.fusion import fuse_linear_bn_eval
+
+    embedder = SFaceEmbedding()
+    load_sface_weights(embedder, onnx_path)
+    folded = fuse_linear_bn_eval(embedder.fc.eval(), embedder.fc_bn.eval())
+    return folded.weight.detach().clone(), folded.bias.detach().clone()
