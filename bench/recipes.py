@@ -26,6 +26,8 @@ Commands::
     python bench/recipes.py split                       # the validation identities
     python bench/recipes.py run A0 --fraction 0 --cut 27 --epochs 20 --lr 1e-4 --milestones 5,10
     python bench/recipes.py table --out engines/models/sddfiqa-mfn-2/recipes.md
+    python bench/recipes.py reevaluate B2 A0 ...         # export finished candidates again, measure again
+    python bench/recipes.py blend B2                     # B2's scores averaged with the embedding norm's
 
 Everything lands in ``$FACEGATE_CACHE/experiments/`` (results in ``results.json``); the
 embedding store, feature cache and evaluation caches are the trainer's, shared by content.
@@ -196,6 +198,33 @@ def reevaluate(name: str) -> dict:
     return result
 
 
+def blend(name: str, weights: list[float]) -> str:
+    """A finished candidate's scores averaged with the embedding norm's (both standardised per
+    set), at each weight on the norm: validation figures, and pins/heldout for the record."""
+    from trainer.evaluate import SetEvaluation
+    from trainer.evaluation.heldout import open_folder
+
+    def standard(values: np.ndarray) -> np.ndarray:
+        return (values - values.mean()) / values.std()
+
+    _, validation_root = split()
+    lines = ["| set | weight on the norm | pAUC SFace | pAUC dlib | V |", "|---|---|---|---|---|"]
+    for label, source in (("validation", open_folder(validation_root, "pins/train-validation")),
+                          ("pins/heldout (record only)", "pins")):
+        evaluation = SetEvaluation.open(source, recognizers=RECOGNIZERS, replicates=0, progress=False)
+        model = evaluation.add_model(str(_cache() / name / "model"))
+        methods = {0.0: model, 1.0: "embedding_norm"}
+        for weight in weights:
+            methods[weight] = f"blend{weight:g}"
+            evaluation.add_scores(methods[weight], (1 - weight) * standard(evaluation.scores[model])
+                                  + weight * standard(evaluation.scores["embedding_norm"]))
+        rows = {(r["method"], r["recognizer"]): r["pauc_0.3"] for r in evaluation.rows() if r["fmr"] == 1e-3}
+        for weight, method in sorted(methods.items()):
+            sface, dlib = rows[(method, "sface")], rows[(method, "dlib-resnet")]
+            lines.append(f"| {label} | {weight:g} | {sface:.4f} | {dlib:.4f} | {(sface + dlib) / 2:.4f} |")
+    return "\n".join(lines)
+
+
 def evaluate_candidate(model_dir: Path, validation_root: Path) -> dict:
     """Validation figures (what selects) and pins/heldout figures (for the record)."""
     from engines.paths import cache_root
@@ -317,6 +346,9 @@ def main() -> int:
     one.add_argument("--head", default=PAPER_HEAD, choices=HEADS, help="quality head")
     again = sub.add_parser("reevaluate", help="export finished candidates again and measure them again")
     again.add_argument("names", nargs="+")
+    mix = sub.add_parser("blend", help="a candidate's scores averaged with the embedding norm's, per weight")
+    mix.add_argument("name")
+    mix.add_argument("--weights", default="0.25,0.5,0.75", help="weights on the norm (default 0.25,0.5,0.75)")
     show = sub.add_parser("table", help="every candidate, in the order the selection rule prefers")
     show.add_argument("--round", default=None, help="only these rounds, e.g. AB")
     show.add_argument("--out", default=None)
@@ -333,6 +365,8 @@ def main() -> int:
             result = reevaluate(name)
             print(name, json.dumps({"V": result["validation"]["V"]["model"],
                                     "before": result["before_export_fix"]["validation"]["V"]["model"]}), flush=True)
+    elif args.command == "blend":
+        print(blend(args.name, [float(w) for w in args.weights.split(",") if w]))
     else:
         print(table(args))
     return 0
